@@ -1,0 +1,306 @@
+//! The loops that drive a model: text generation, Llama 2 chat, and evaluation of a text.
+//!
+//! Each reproduces `run.c`'s loop step for step, so the same model, tokenizer, sampler settings
+//! and prompt give the same tokens. Nothing here prints: output goes to the caller as tokens
+//! ([`Generator`] is an iterator) or through a callback ([`Chat::turn`]).
+
+use crate::error::{Error, Result};
+use crate::model::{Model, State};
+use crate::sampler::Sampler;
+use crate::tokenizer::{self, Tokenizer, BOS, EOS};
+
+/// One generated (or prompt) token and the text it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The token id.
+    pub id: u32,
+    /// Its decoded bytes (see [`Tokenizer::decode`]); not necessarily valid UTF-8 on its own.
+    pub bytes: Vec<u8>,
+    /// True if the token was forced from the prompt rather than sampled.
+    pub from_prompt: bool,
+}
+
+impl Token {
+    /// The bytes `run.c` would print for this token: lone control bytes dropped.
+    pub fn printable(&self) -> &[u8] {
+        tokenizer::printable(&self.bytes)
+    }
+}
+
+/// Resolve a requested number of steps as `run.c` does: 0, or more than the context, means the
+/// whole context.
+pub fn resolve_steps(steps: usize, seq_len: usize) -> usize {
+    if steps == 0 || steps > seq_len {
+        seq_len
+    } else {
+        steps
+    }
+}
+
+fn check_vocabularies(model: &Model, tokenizer: &Tokenizer) -> Result<()> {
+    let (m, t) = (model.config().vocab_size, tokenizer.vocab_size());
+    if m != t {
+        return Err(Error::input(format!(
+            "the tokenizer has {t} tokens but model {} has a vocabulary of {m}",
+            model.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Generates text from a prompt, one token per iteration, as `run.c`'s `generate` does.
+///
+/// The prompt is encoded with BOS. Each step runs one position through the model: while the
+/// prompt lasts the next token is the prompt's, afterwards it is sampled. The iterator yields
+/// every token after the first (so the prompt's own text comes first), and stops after `steps`
+/// positions or when the model produces BOS.
+pub struct Generator<'a> {
+    model: &'a Model,
+    tokenizer: &'a Tokenizer,
+    sampler: Sampler,
+    state: State,
+    prompt: Vec<u32>,
+    steps: usize,
+    pos: usize,
+    token: u32,
+    finished: bool,
+}
+
+impl<'a> Generator<'a> {
+    /// Prepare to generate from `prompt` (any bytes) for `steps` positions (0 means the whole
+    /// context; more than the context is capped to it).
+    pub fn new(
+        model: &'a Model,
+        tokenizer: &'a Tokenizer,
+        sampler: Sampler,
+        prompt: &[u8],
+        steps: usize,
+    ) -> Result<Generator<'a>> {
+        check_vocabularies(model, tokenizer)?;
+        let steps = resolve_steps(steps, model.config().seq_len);
+        let prompt = tokenizer.encode(prompt, true, false)?;
+        let state = model.new_state_with_capacity(steps)?;
+        Ok(Generator {
+            model,
+            tokenizer,
+            sampler,
+            state,
+            token: prompt[0],
+            prompt,
+            steps,
+            pos: 0,
+            finished: false,
+        })
+    }
+
+    /// The prompt's token ids, BOS first.
+    pub fn prompt_tokens(&self) -> &[u32] {
+        &self.prompt
+    }
+
+    /// How many positions have been run through the model so far.
+    pub fn positions(&self) -> usize {
+        self.pos
+    }
+
+    /// The number of positions this generator will run at most.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn step(&mut self) -> Result<Option<Token>> {
+        if self.finished || self.pos >= self.steps {
+            return Ok(None);
+        }
+        let logits = self.model.forward(&mut self.state, self.token, self.pos)?;
+        let from_prompt = self.pos + 1 < self.prompt.len();
+        let next = if from_prompt {
+            self.prompt[self.pos + 1]
+        } else {
+            self.sampler.sample(logits)
+        };
+        self.pos += 1;
+        // BOS delimits sequences: the model has finished its story.
+        if next == BOS {
+            self.finished = true;
+            return Ok(None);
+        }
+        let bytes = self.tokenizer.decode(self.token, next).to_vec();
+        self.token = next;
+        Ok(Some(Token {
+            id: next,
+            bytes,
+            from_prompt,
+        }))
+    }
+}
+
+impl Iterator for Generator<'_> {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Result<Token>> {
+        match self.step() {
+            Ok(token) => token.map(Ok),
+            Err(e) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// A Llama 2 chat conversation, turn by turn, as `run.c`'s `chat` runs it.
+///
+/// Every turn renders the user's message (and, on the first turn, the optional system prompt)
+/// into Llama 2's `[INST]` template, runs it through the model, and lets the model answer until
+/// it produces EOS. The whole conversation shares one context of `steps` positions.
+pub struct Chat<'a> {
+    model: &'a Model,
+    tokenizer: &'a Tokenizer,
+    sampler: Sampler,
+    state: State,
+    steps: usize,
+    pos: usize,
+    /// The last sampled token, fed back in once the prompt is used up.
+    next: u32,
+}
+
+impl<'a> Chat<'a> {
+    /// Start a conversation of at most `steps` positions (0 means the whole context).
+    pub fn new(
+        model: &'a Model,
+        tokenizer: &'a Tokenizer,
+        sampler: Sampler,
+        steps: usize,
+    ) -> Result<Chat<'a>> {
+        check_vocabularies(model, tokenizer)?;
+        let steps = resolve_steps(steps, model.config().seq_len);
+        let state = model.new_state_with_capacity(steps)?;
+        Ok(Chat {
+            model,
+            tokenizer,
+            sampler,
+            state,
+            steps,
+            pos: 0,
+            next: 0,
+        })
+    }
+
+    /// True while no turn has been taken: only the first turn carries a system prompt.
+    pub fn is_first_turn(&self) -> bool {
+        self.pos == 0
+    }
+
+    /// True once the context is used up.
+    pub fn is_finished(&self) -> bool {
+        self.pos >= self.steps
+    }
+
+    /// Render a turn in Llama 2's chat template. The system prompt is used only on the first turn
+    /// and only if not empty.
+    pub fn render(&self, system: &[u8], user: &[u8]) -> Vec<u8> {
+        let mut text = Vec::new();
+        if self.is_first_turn() && !system.is_empty() {
+            text.extend_from_slice(b"[INST] <<SYS>>\n");
+            text.extend_from_slice(system);
+            text.extend_from_slice(b"\n<</SYS>>\n\n");
+            text.extend_from_slice(user);
+            text.extend_from_slice(b" [/INST]");
+        } else {
+            text.extend_from_slice(b"[INST] ");
+            text.extend_from_slice(user);
+            text.extend_from_slice(b" [/INST]");
+        }
+        text
+    }
+
+    /// Take one turn: feed the rendered user message, then let the assistant answer until it
+    /// ends its turn or the context is full. `output` receives exactly the bytes `run.c` prints
+    /// during the turn (the answer's pieces, and a newline where the model produced EOS).
+    pub fn turn(
+        &mut self,
+        system: &[u8],
+        user: &[u8],
+        mut output: impl FnMut(&[u8]),
+    ) -> Result<()> {
+        let rendered = self.render(system, user);
+        let prompt = self.tokenizer.encode(&rendered, true, false)?;
+        let mut used = 0;
+        while self.pos < self.steps {
+            let token = if used < prompt.len() {
+                used += 1;
+                prompt[used - 1]
+            } else {
+                self.next
+            };
+            // run.c ends the turn after the step that feeds EOS in (even one from the prompt).
+            let ends_turn = token == EOS;
+            let logits = self.model.forward(&mut self.state, token, self.pos)?;
+            self.next = self.sampler.sample(logits);
+            self.pos += 1;
+            if used >= prompt.len() && self.next != EOS {
+                output(tokenizer::printable(self.tokenizer.decode(token, self.next)));
+            }
+            if self.next == EOS {
+                output(b"\n");
+            }
+            if ends_turn {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The result of [`evaluate`]: how well a model predicts a text.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Number of next-token predictions scored.
+    pub tokens: usize,
+    /// Mean cross-entropy of those predictions, in nats.
+    pub loss: f64,
+}
+
+impl Evaluation {
+    /// `exp(loss)`.
+    pub fn perplexity(&self) -> f64 {
+        self.loss.exp()
+    }
+}
+
+/// Teacher-forced evaluation: encode `text` with BOS, run it through the model and average
+/// `-ln p(next token)` over every position. Texts longer than the context are scored in
+/// consecutive windows of `seq_len` predictions, each starting from an empty cache.
+pub fn evaluate(model: &Model, tokenizer: &Tokenizer, text: &[u8]) -> Result<Evaluation> {
+    check_vocabularies(model, tokenizer)?;
+    let tokens = tokenizer.encode(text, true, false)?;
+    let seq_len = model.config().seq_len;
+    let mut state = model.new_state_with_capacity(seq_len.min(tokens.len()))?;
+    let mut total = 0.0f64;
+    let mut scored = 0;
+    for window in tokens.windows(2).collect::<Vec<_>>().chunks(seq_len) {
+        state.reset();
+        for (pos, pair) in window.iter().enumerate() {
+            let logits = model.forward(&mut state, pair[0], pos)?;
+            total += cross_entropy(logits, pair[1]);
+            scored += 1;
+        }
+    }
+    if scored == 0 {
+        return Err(Error::input(
+            "nothing to evaluate: the text encodes to no tokens after BOS",
+        ));
+    }
+    Ok(Evaluation {
+        tokens: scored,
+        loss: total / scored as f64,
+    })
+}
+
+/// `-ln softmax(logits)[target]`, in f64 so long texts average accurately.
+pub fn cross_entropy(logits: &[f32], target: u32) -> f64 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    max + sum.ln() - logits[target as usize] as f64
+}

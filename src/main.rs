@@ -1,0 +1,354 @@
+//! The `llama2` command: run.c's flags on top of the `llama2` library.
+//!
+//! This file parses arguments and prints; everything else is the library's.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use llama2::{evaluate, Chat, Generator, Model, Sampler, Tokenizer};
+
+const USAGE: &str = "\
+Usage:   llama2 <checkpoint> [options]
+         llama2 tokenize [-z <tokenizer>] [-i <text>]
+Example: llama2 model.bin -n 256 -i \"Once upon a time\"
+Options:
+  -t <float>  temperature in [0,inf], default 1.0
+  -p <float>  p value in top-p (nucleus) sampling in [0,1], default 0.9
+  -s <int>    random seed, default time(NULL)
+  -n <int>    number of steps to run for, default 256. 0 = max_seq_len
+  -i <string> input prompt (eval mode: the text; read from stdin if absent)
+  -z <string> optional path to custom tokenizer, default tokenizer.bin
+  -m <string> mode: generate|chat|eval, default: generate
+  -y <string> (optional) system prompt in chat mode
+  --threads <int>  number of threads, default: all cores (or RAYON_NUM_THREADS)
+  -h, --help  print this help
+Commands:
+  tokenize    print the token ids of the text (BOS first), one line
+";
+
+/// What went wrong, as one line for stderr.
+struct Failure(String);
+
+impl From<llama2::Error> for Failure {
+    fn from(e: llama2::Error) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure(format!("writing output: {e}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("llama2: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[OsString]) -> Result<(), Failure> {
+    if args.is_empty() {
+        eprint!("{USAGE}");
+        return Err(Failure("missing checkpoint argument".into()));
+    }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    if args[0] == "tokenize" {
+        let options = Options::parse(&args[1..])?;
+        return tokenize(&options);
+    }
+    let checkpoint = &args[0];
+    if checkpoint.to_string_lossy().starts_with('-') {
+        return Err(Failure(format!(
+            "expected a checkpoint path first, got flag {}",
+            checkpoint.to_string_lossy()
+        )));
+    }
+    let options = Options::parse(&args[1..])?;
+    options.configure_threads()?;
+
+    let model = Model::open(checkpoint)?;
+    let tokenizer = Tokenizer::open(&options.tokenizer, model.config().vocab_size)?;
+    match options.mode.as_str() {
+        "generate" => generate(&model, &tokenizer, &options),
+        "chat" => chat(&model, &tokenizer, &options),
+        "eval" => eval(&model, &tokenizer, &options),
+        _ => unreachable!("mode validated while parsing"),
+    }
+}
+
+/// The parsed flags, with run.c's defaults.
+struct Options {
+    temperature: f32,
+    top_p: f32,
+    seed: u64,
+    steps: usize,
+    prompt: Option<Vec<u8>>,
+    tokenizer: OsString,
+    mode: String,
+    system_prompt: Option<Vec<u8>>,
+    threads: Option<usize>,
+}
+
+impl Options {
+    fn parse(args: &[OsString]) -> Result<Options, Failure> {
+        let mut options = Options {
+            temperature: 1.0,
+            top_p: 0.9,
+            seed: 0,
+            steps: 256,
+            prompt: None,
+            tokenizer: OsString::from("tokenizer.bin"),
+            mode: "generate".into(),
+            system_prompt: None,
+            threads: None,
+        };
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let name = flag.to_string_lossy().into_owned();
+            let known = [
+                "-t", "-p", "-s", "-n", "-i", "-z", "-m", "-y", "--threads",
+            ];
+            if !known.contains(&name.as_str()) {
+                return Err(Failure(format!(
+                    "unknown flag {name} (run 'llama2 --help' for usage)"
+                )));
+            }
+            let value = rest
+                .next()
+                .ok_or_else(|| Failure(format!("flag {name} needs a value")))?;
+            match name.as_str() {
+                "-t" => {
+                    options.temperature = number(&name, value)?;
+                    if !(options.temperature >= 0.0 && options.temperature.is_finite()) {
+                        return Err(Failure(format!(
+                            "-t: temperature must be a number >= 0, got {}",
+                            value.to_string_lossy()
+                        )));
+                    }
+                }
+                "-p" => {
+                    options.top_p = number(&name, value)?;
+                    if !(0.0..=1.0).contains(&options.top_p) {
+                        return Err(Failure(format!(
+                            "-p: top-p must be between 0 and 1, got {}",
+                            value.to_string_lossy()
+                        )));
+                    }
+                }
+                "-s" => options.seed = seed(value)?,
+                "-n" => {
+                    let steps: i64 = number(&name, value)?;
+                    if steps < 0 {
+                        return Err(Failure(format!(
+                            "-n: steps must be 0 or more, got {steps}"
+                        )));
+                    }
+                    options.steps = usize::try_from(steps).unwrap_or(usize::MAX);
+                }
+                "-i" => options.prompt = Some(bytes_of(value)),
+                "-z" => options.tokenizer = value.clone(),
+                "-m" => {
+                    let mode = value.to_string_lossy().into_owned();
+                    if !["generate", "chat", "eval"].contains(&mode.as_str()) {
+                        return Err(Failure(format!(
+                            "-m: unknown mode {mode:?} (expected generate, chat or eval)"
+                        )));
+                    }
+                    options.mode = mode;
+                }
+                "-y" => options.system_prompt = Some(bytes_of(value)),
+                "--threads" => {
+                    let threads: usize = number(&name, value)?;
+                    if threads == 0 {
+                        return Err(Failure("--threads: must be at least 1".into()));
+                    }
+                    options.threads = Some(threads);
+                }
+                _ => unreachable!("checked against the known flags"),
+            }
+        }
+        if options.seed == 0 {
+            // run.c seeds from the clock when no seed (or 0) is given.
+            options.seed = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs() as u32 as u64);
+        }
+        Ok(options)
+    }
+
+    fn configure_threads(&self) -> Result<(), Failure> {
+        #[cfg(feature = "parallel")]
+        if let Some(threads) = self.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .map_err(|e| Failure(format!("--threads: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &OsStr) -> Result<T, Failure> {
+    let text = value.to_string_lossy();
+    text.trim()
+        .parse()
+        .map_err(|_| Failure(format!("{flag}: {text:?} is not a valid number")))
+}
+
+/// A seed as run.c reads it: a decimal integer; negative values wrap like C's conversion of
+/// `int` to `unsigned long long`.
+fn seed(value: &OsStr) -> Result<u64, Failure> {
+    let text = value.to_string_lossy();
+    let text = text.trim();
+    if let Ok(v) = text.parse::<u64>() {
+        return Ok(v);
+    }
+    text.parse::<i64>()
+        .map(|v| v as u64)
+        .map_err(|_| Failure(format!("-s: {text:?} is not a valid integer seed")))
+}
+
+/// The raw bytes of an argument: prompts may be any bytes, as in C.
+fn bytes_of(value: &OsStr) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        value.as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        value.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+/// Write to stdout; a closed pipe (`llama2 ... | head`) ends the program quietly.
+fn emit(out: &mut impl Write, bytes: &[u8]) -> Result<bool, Failure> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
+    let sampler = Sampler::new(options.temperature, options.top_p, options.seed)?;
+    let prompt = options.prompt.as_deref().unwrap_or(b"");
+    let mut generator = Generator::new(model, tokenizer, sampler, prompt, options.steps)?;
+    let mut out = io::stdout().lock();
+    // Like run.c, time from the end of the first step, which includes one-off warm-up costs.
+    let mut start = None;
+    for token in generator.by_ref() {
+        if !emit(&mut out, token?.printable())? {
+            return Ok(());
+        }
+        start.get_or_insert_with(Instant::now);
+    }
+    emit(&mut out, b"\n")?;
+    if let Some(start) = start {
+        let positions = generator.positions();
+        if positions > 1 {
+            let seconds = start.elapsed().as_secs_f64();
+            eprintln!("achieved tok/s: {:.6}", (positions - 1) as f64 / seconds);
+        }
+    }
+    Ok(())
+}
+
+fn chat(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
+    let sampler = Sampler::new(options.temperature, options.top_p, options.seed)?;
+    let mut chat = Chat::new(model, tokenizer, sampler, options.steps)?;
+    let mut out = io::stdout().lock();
+    let mut input = io::stdin().lock();
+    let mut system = Vec::new();
+    while !chat.is_finished() {
+        if chat.is_first_turn() {
+            system = match &options.system_prompt {
+                Some(s) => s.clone(),
+                None => match ask(&mut out, &mut input, "Enter system prompt (optional): ")? {
+                    Some(line) => line,
+                    None => break,
+                },
+            };
+        }
+        let user = match (&options.prompt, chat.is_first_turn()) {
+            (Some(prompt), true) => prompt.clone(),
+            _ => match ask(&mut out, &mut input, "User: ")? {
+                Some(line) => line,
+                None => break,
+            },
+        };
+        emit(&mut out, b"Assistant: ")?;
+        let mut open = true;
+        chat.turn(&system, &user, |bytes| {
+            if open {
+                open = matches!(emit(&mut out, bytes), Ok(true));
+            }
+        })?;
+        if !open {
+            return Ok(());
+        }
+    }
+    emit(&mut out, b"\n")?;
+    Ok(())
+}
+
+/// Print `question` and read one line from stdin without its newline; `None` at end of input.
+fn ask(out: &mut impl Write, input: &mut impl BufRead, question: &str) -> Result<Option<Vec<u8>>, Failure> {
+    emit(out, question.as_bytes())?;
+    let mut line = Vec::new();
+    let read = input
+        .read_until(b'\n', &mut line)
+        .map_err(|e| Failure(format!("reading stdin: {e}")))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
+fn eval(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
+    let text = match &options.prompt {
+        Some(text) => text.clone(),
+        None => read_stdin()?,
+    };
+    let result = evaluate(model, tokenizer, &text)?;
+    println!(
+        "tokens {}, loss {:.4} nats, perplexity {:.4}",
+        result.tokens,
+        result.loss,
+        result.perplexity()
+    );
+    Ok(())
+}
+
+fn read_stdin() -> Result<Vec<u8>, Failure> {
+    let mut text = Vec::new();
+    io::Read::read_to_end(&mut io::stdin().lock(), &mut text)
+        .map_err(|e| Failure(format!("reading stdin: {e}")))?;
+    Ok(text)
+}
+
+fn tokenize(options: &Options) -> Result<(), Failure> {
+    let tokenizer = Tokenizer::open_all(&options.tokenizer)?;
+    let text = match &options.prompt {
+        Some(text) => text.clone(),
+        None => read_stdin()?,
+    };
+    let ids = tokenizer.encode(&text, true, false)?;
+    let line: Vec<String> = ids.iter().map(u32::to_string).collect();
+    println!("{}", line.join(" "));
+    Ok(())
+}

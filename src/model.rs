@@ -1,0 +1,499 @@
+//! The transformer: loading a model, its run state, and the forward pass.
+//!
+//! [`Model`] is immutable once loaded: it owns the checkpoint bytes and borrows every weight from
+//! them, so one model can serve many threads. Everything that changes while generating (the
+//! activations and the KV cache) lives in a [`State`], one per sequence.
+//!
+//! The forward pass in [`Model::forward`] reads top to bottom like the Llama 2 paper:
+//! embedding, then for each layer RMSNorm, Q/K/V, RoPE, attention, output projection, residual,
+//! RMSNorm, SwiGLU feed-forward, residual; then the final norm and the classifier.
+//! The arithmetic itself lives in [`crate::kernels`] and [`crate::quant`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::checkpoint::{Checkpoint, Config, Format, TensorRange};
+use crate::error::{Error, Result};
+use crate::kernels::{self, AttentionShape};
+use crate::quant::{self, Q8Matrix, QuantizedVector};
+use crate::storage::Storage;
+
+/// A weight matrix as the forward pass sees it: float32 or int8 with group scales.
+#[derive(Clone, Copy, Debug)]
+pub enum Matrix<'a> {
+    /// Row-major `f32`, `rows * cols` values.
+    F32 {
+        /// The values, row after row.
+        data: &'a [f32],
+        /// Number of rows (outputs).
+        rows: usize,
+        /// Number of columns (inputs).
+        cols: usize,
+    },
+    /// Row-major int8 with group scales.
+    Q8(Q8Matrix<'a>),
+}
+
+impl Matrix<'_> {
+    /// Number of rows (outputs).
+    pub fn rows(&self) -> usize {
+        match self {
+            Matrix::F32 { rows, .. } => *rows,
+            Matrix::Q8(m) => m.rows,
+        }
+    }
+
+    /// Number of columns (inputs).
+    pub fn cols(&self) -> usize {
+        match self {
+            Matrix::F32 { cols, .. } => *cols,
+            Matrix::Q8(m) => m.cols,
+        }
+    }
+
+    /// `out = self * x`; `scratch` holds the quantized `x` for int8 matrices.
+    pub fn matmul(&self, out: &mut [f32], x: &[f32], scratch: &mut QuantizedVector) {
+        match self {
+            Matrix::F32 { data, .. } => kernels::matmul(out, data, x),
+            Matrix::Q8(m) => quant::matmul(out, m, x, scratch),
+        }
+    }
+
+    /// Copy (or dequantize) row `row` into `out`.
+    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+        match self {
+            Matrix::F32 { data, cols, .. } => out.copy_from_slice(&data[row * cols..(row + 1) * cols]),
+            Matrix::Q8(m) => m.dequantize_row(row, out),
+        }
+    }
+}
+
+/// The weights of one transformer block.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerWeights<'a> {
+    /// RMSNorm weights before attention, `(dim,)`.
+    pub attn_norm: &'a [f32],
+    /// Query projection, `(dim, dim)`.
+    pub wq: Matrix<'a>,
+    /// Key projection, `(kv_dim, dim)`.
+    pub wk: Matrix<'a>,
+    /// Value projection, `(kv_dim, dim)`.
+    pub wv: Matrix<'a>,
+    /// Attention output projection, `(dim, dim)`.
+    pub wo: Matrix<'a>,
+    /// RMSNorm weights before the feed-forward block, `(dim,)`.
+    pub ffn_norm: &'a [f32],
+    /// Feed-forward gate, `(hidden_dim, dim)`.
+    pub w1: Matrix<'a>,
+    /// Feed-forward down projection, `(dim, hidden_dim)`.
+    pub w2: Matrix<'a>,
+    /// Feed-forward up projection, `(hidden_dim, dim)`.
+    pub w3: Matrix<'a>,
+}
+
+/// A loaded model: hyperparameters and weights, borrowed from the checkpoint bytes.
+pub struct Model {
+    checkpoint: Checkpoint,
+    /// Group scales copied out of the file because they are not 4-byte aligned there (int8
+    /// files whose tensor sizes are not multiples of 4), keyed by their byte offset.
+    copied_scales: BTreeMap<usize, Vec<f32>>,
+}
+
+impl Model {
+    /// Memory-map and validate a llama2.c checkpoint (legacy, version 1 or version 2).
+    ///
+    /// The weights stay in the file's pages; nothing is copied. As with any memory map, the file
+    /// must not be truncated or modified while the model is alive.
+    pub fn open(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let storage = Storage::map(path)?;
+        Model::from_storage(&path.display().to_string(), storage)
+    }
+
+    /// Load a checkpoint from bytes already in memory (no file system needed). The bytes are
+    /// kept, not copied, unless they are not 4-byte aligned.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Model> {
+        Model::from_storage("<memory>", Storage::from_vec(bytes))
+    }
+
+    /// Load a checkpoint from bytes that live for the whole program, such as `include_bytes!`.
+    pub fn from_static(bytes: &'static [u8]) -> Result<Model> {
+        Model::from_storage("<memory>", Storage::from_static(bytes))
+    }
+
+    fn from_storage(name: &str, storage: Storage) -> Result<Model> {
+        let checkpoint = Checkpoint::parse(name, storage)?;
+        let copied_scales = copy_misaligned_scales(&checkpoint);
+        Ok(Model {
+            checkpoint,
+            copied_scales,
+        })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &Config {
+        &self.checkpoint.config
+    }
+
+    /// How the checkpoint stores its weights.
+    pub fn format(&self) -> Format {
+        self.checkpoint.format
+    }
+
+    /// The name used in error messages: the path, or `<memory>`.
+    pub fn name(&self) -> &str {
+        &self.checkpoint.name
+    }
+
+    /// Size of the checkpoint in bytes.
+    pub fn file_size(&self) -> usize {
+        self.checkpoint.storage.bytes().len()
+    }
+
+    fn floats(&self, range: TensorRange) -> &[f32] {
+        self.checkpoint.storage.f32s(range.offset, range.len)
+    }
+
+    fn matrix(&self, range: TensorRange, rows: usize, cols: usize) -> Matrix<'_> {
+        debug_assert_eq!(range.len, rows * cols);
+        match self.checkpoint.format {
+            Format::Legacy | Format::Float32V1 => Matrix::F32 {
+                data: self.floats(range),
+                rows,
+                cols,
+            },
+            Format::Int8V2 { group_size } => {
+                let storage = &self.checkpoint.storage;
+                let scales_offset = range.scales.expect("int8 tensors have scales");
+                let scales = if storage.is_f32_aligned(scales_offset) {
+                    storage.f32s(scales_offset, range.len / group_size)
+                } else {
+                    &self.copied_scales[&scales_offset]
+                };
+                Matrix::Q8(Q8Matrix {
+                    values: storage.i8s(range.offset, range.len),
+                    scales,
+                    group_size,
+                    rows,
+                    cols,
+                })
+            }
+        }
+    }
+
+    /// The token embedding table, `(vocab_size, dim)`.
+    pub fn token_embedding(&self) -> Matrix<'_> {
+        let c = self.config();
+        self.matrix(self.checkpoint.layout.token_embedding, c.vocab_size, c.dim)
+    }
+
+    /// The classifier, `(vocab_size, dim)` (the embedding table when shared).
+    pub fn classifier(&self) -> Matrix<'_> {
+        let c = self.config();
+        self.matrix(self.checkpoint.layout.classifier, c.vocab_size, c.dim)
+    }
+
+    /// The final RMSNorm weights, `(dim,)`.
+    pub fn final_norm(&self) -> &[f32] {
+        self.floats(self.checkpoint.layout.final_norm)
+    }
+
+    /// The weights of layer `l` (which must be below `n_layers`).
+    pub fn layer(&self, l: usize) -> LayerWeights<'_> {
+        let c = self.config();
+        let (dim, hidden, kv_dim) = (c.dim, c.hidden_dim, c.kv_dim());
+        let r = &self.checkpoint.layout.layers[l];
+        LayerWeights {
+            attn_norm: self.floats(r.attn_norm),
+            wq: self.matrix(r.wq, dim, dim),
+            wk: self.matrix(r.wk, kv_dim, dim),
+            wv: self.matrix(r.wv, kv_dim, dim),
+            wo: self.matrix(r.wo, dim, dim),
+            ffn_norm: self.floats(r.ffn_norm),
+            w1: self.matrix(r.w1, hidden, dim),
+            w2: self.matrix(r.w2, dim, hidden),
+            w3: self.matrix(r.w3, hidden, dim),
+        }
+    }
+
+    /// A fresh run state with room for the model's whole context (`seq_len` positions).
+    pub fn new_state(&self) -> Result<State> {
+        State::new(self, self.config().seq_len)
+    }
+
+    /// A fresh run state with room for `positions` positions (at most `seq_len`). Memory for
+    /// the KV cache is reserved up front but only touched as positions are used.
+    pub fn new_state_with_capacity(&self, positions: usize) -> Result<State> {
+        State::new(self, positions.min(self.config().seq_len))
+    }
+
+    /// Run token `token` at position `pos` through the model and return the logits for the
+    /// next token, `(vocab_size,)`.
+    ///
+    /// Positions must be fed in order: `pos` may be at most the number of positions already in
+    /// `state` (feeding an earlier position rewinds the state to it).
+    pub fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]> {
+        let c = *self.config();
+        if token as usize >= c.vocab_size {
+            return Err(Error::input(format!(
+                "token {token} is outside the vocabulary of {} tokens",
+                c.vocab_size
+            )));
+        }
+        state.kv_cache.start_position(pos)?;
+        let State {
+            x,
+            xb,
+            xb2,
+            q,
+            hb,
+            hb2,
+            scores,
+            logits,
+            kv_cache,
+            rope,
+            xq,
+        } = state;
+        let attention_shape = AttentionShape {
+            n_heads: c.n_heads,
+            kv_mul: c.kv_mul(),
+            head_dim: c.head_dim(),
+            kv_dim: c.kv_dim(),
+        };
+
+        // The token's embedding starts the residual stream x, (dim,).
+        self.token_embedding().row_into(token as usize, x);
+        // RoPE angles depend only on the position: compute them once for all layers.
+        kernels::rope_table(rope, pos, c.head_dim());
+
+        for l in 0..c.n_layers {
+            let w = self.layer(l);
+            let (keys, values) = kv_cache.layer_mut(l);
+            let kv_dim = c.kv_dim();
+            let (k, v) = (
+                &mut keys[pos * kv_dim..(pos + 1) * kv_dim],
+                &mut values[pos * kv_dim..(pos + 1) * kv_dim],
+            );
+
+            // Attention block. Normalise x, then project it to the query q (dim,) and to this
+            // position's key and value (kv_dim,), which go straight into the KV cache.
+            kernels::rms_norm(xb, x, w.attn_norm);
+            w.wq.matmul(q, xb, xq);
+            w.wk.matmul(k, xb, xq);
+            w.wv.matmul(v, xb, xq);
+
+            // Rotate q and k by the position (RoPE), so attention scores depend on distance.
+            kernels::rope(q, rope);
+            kernels::rope(k, rope);
+
+            // Each head attends over positions 0..=pos of the cache; the heads' outputs are
+            // concatenated into xb (dim,).
+            let n_pos = pos + 1;
+            kernels::attention(
+                xb,
+                q,
+                &keys[..n_pos * kv_dim],
+                &values[..n_pos * kv_dim],
+                scores,
+                n_pos,
+                attention_shape,
+            );
+
+            // Output projection, then the residual connection.
+            w.wo.matmul(xb2, xb, xq);
+            kernels::add_in_place(x, xb2);
+
+            // Feed-forward block: normalise, then w2(silu(w1 x) * w3 x), (hidden_dim,) inside.
+            kernels::rms_norm(xb, x, w.ffn_norm);
+            w.w1.matmul(hb, xb, xq);
+            w.w3.matmul(hb2, xb, xq);
+            kernels::swiglu(hb, hb2);
+            w.w2.matmul(xb, hb, xq);
+            kernels::add_in_place(x, xb);
+        }
+
+        // Final norm, then the classifier turns x into one logit per vocabulary entry.
+        kernels::rms_norm_in_place(x, self.final_norm());
+        self.classifier().matmul(logits, x, xq);
+        Ok(logits)
+    }
+}
+
+/// Everything that changes while running one sequence: activation buffers and the KV cache.
+pub struct State {
+    /// The residual stream, `(dim,)`.
+    x: Vec<f32>,
+    /// Input of the current block after normalisation, and attention output, `(dim,)`.
+    xb: Vec<f32>,
+    /// Output of a projection before it joins the residual stream, `(dim,)`.
+    xb2: Vec<f32>,
+    /// Query of the current position, `(dim,)`.
+    q: Vec<f32>,
+    /// Feed-forward gate, `(hidden_dim,)`.
+    hb: Vec<f32>,
+    /// Feed-forward up projection, `(hidden_dim,)`.
+    hb2: Vec<f32>,
+    /// Attention scores, `(n_heads, positions)`.
+    scores: Vec<f32>,
+    /// Output logits, `(vocab_size,)`.
+    logits: Vec<f32>,
+    /// Keys and values of every position so far, per layer.
+    kv_cache: KvCache,
+    /// RoPE `(cos, sin)` for the current position, `(head_dim / 2,)`.
+    rope: Vec<(f32, f32)>,
+    /// The current activation quantized to int8 (int8 models only).
+    xq: QuantizedVector,
+}
+
+impl State {
+    fn new(model: &Model, positions: usize) -> Result<State> {
+        let c = model.config();
+        let what = |buffer: &str| format!("{buffer} of model {}", model.name());
+        Ok(State {
+            x: zeros(c.dim, &what("activations"))?,
+            xb: zeros(c.dim, &what("activations"))?,
+            xb2: zeros(c.dim, &what("activations"))?,
+            q: zeros(c.dim, &what("activations"))?,
+            hb: zeros(c.hidden_dim, &what("activations"))?,
+            hb2: zeros(c.hidden_dim, &what("activations"))?,
+            scores: zeros(
+                c.n_heads.saturating_mul(positions),
+                &what("attention scores"),
+            )?,
+            logits: zeros(c.vocab_size, &what("logits"))?,
+            kv_cache: KvCache::new(c, positions, &what("KV cache"))?,
+            rope: vec![(0.0, 0.0); c.head_dim() / 2],
+            xq: QuantizedVector::default(),
+        })
+    }
+
+    /// Number of positions whose keys and values are in the cache.
+    pub fn len(&self) -> usize {
+        self.kv_cache.positions
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most positions this state can hold.
+    pub fn capacity(&self) -> usize {
+        self.kv_cache.capacity
+    }
+
+    /// The logits of the last forward pass.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Forget every position, to start a new sequence with the same buffers.
+    pub fn reset(&mut self) {
+        self.kv_cache.positions = 0;
+    }
+}
+
+/// Keys and values of every processed position, one pair of growing buffers per layer, each
+/// `(positions, kv_dim)`. Room for `capacity` positions is reserved up front, so pushing never
+/// reallocates, but pages are only touched as positions are written.
+struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    kv_dim: usize,
+    positions: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    fn new(c: &Config, capacity: usize, what: &str) -> Result<KvCache> {
+        let kv_dim = c.kv_dim();
+        let per_layer = kv_dim.checked_mul(capacity).ok_or_else(|| Error::OutOfMemory {
+            what: what.to_string(),
+            bytes: kv_dim as u128 * capacity as u128 * 4 * 2 * c.n_layers as u128,
+        })?;
+        let reserve = || -> Result<Vec<f32>> {
+            let mut buffer = Vec::new();
+            buffer
+                .try_reserve_exact(per_layer)
+                .map_err(|_| Error::OutOfMemory {
+                    what: what.to_string(),
+                    bytes: per_layer as u128 * 4 * 2 * c.n_layers as u128,
+                })?;
+            Ok(buffer)
+        };
+        let mut keys = Vec::with_capacity(c.n_layers);
+        let mut values = Vec::with_capacity(c.n_layers);
+        for _ in 0..c.n_layers {
+            keys.push(reserve()?);
+            values.push(reserve()?);
+        }
+        Ok(KvCache {
+            keys,
+            values,
+            kv_dim,
+            positions: 0,
+            capacity,
+        })
+    }
+
+    /// Make room for position `pos` (dropping any positions after it) and count it as filled.
+    fn start_position(&mut self, pos: usize) -> Result<()> {
+        if pos >= self.capacity {
+            return Err(Error::input(format!(
+                "position {pos} is beyond the context of {} positions",
+                self.capacity
+            )));
+        }
+        if pos > self.positions {
+            return Err(Error::input(format!(
+                "position {pos} skips ahead: only {} positions have been processed",
+                self.positions
+            )));
+        }
+        let len = (pos + 1) * self.kv_dim;
+        for buffer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            buffer.resize(len, 0.0);
+        }
+        self.positions = pos + 1;
+        Ok(())
+    }
+
+    fn layer_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.keys[l], &mut self.values[l])
+    }
+}
+
+/// Copy the scales of every int8 tensor whose scales cannot be borrowed as `f32` in place.
+fn copy_misaligned_scales(checkpoint: &Checkpoint) -> BTreeMap<usize, Vec<f32>> {
+    let mut copies = BTreeMap::new();
+    let Format::Int8V2 { group_size } = checkpoint.format else {
+        return copies;
+    };
+    let layout = &checkpoint.layout;
+    let mut ranges = vec![layout.token_embedding, layout.classifier];
+    for l in &layout.layers {
+        ranges.extend([l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3]);
+    }
+    for range in ranges {
+        if let Some(offset) = range.scales {
+            if !checkpoint.storage.is_f32_aligned(offset) {
+                let scales = checkpoint.storage.read_f32s(offset, range.len / group_size);
+                copies.insert(offset, scales);
+            }
+        }
+    }
+    copies
+}
+
+/// A zeroed buffer of `len` floats, or an error instead of an abort if memory runs out.
+fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
+    let mut buffer = Vec::new();
+    buffer
+        .try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            what: what.to_string(),
+            bytes: len as u128 * 4,
+        })?;
+    buffer.resize(len, 0.0);
+    Ok(buffer)
+}
