@@ -248,7 +248,11 @@ fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, 
     let shared_classifier = match bytes[36] {
         0 => false,
         1 => true,
-        other => return Err(format!("shared-classifier flag is {other}, expected 0 or 1")),
+        other => {
+            return Err(format!(
+                "shared-classifier flag is {other}, expected 0 or 1"
+            ))
+        }
     };
     let config = validate_fields(fields, shared_classifier)?;
     let format = match version {
@@ -256,7 +260,9 @@ fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, 
         2 => {
             let group_size = read_i32(bytes, 37);
             if group_size <= 0 {
-                return Err(format!("group size is {group_size}, expected a positive number"));
+                return Err(format!(
+                    "group size is {group_size}, expected a positive number"
+                ));
             }
             Format::Int8V2 {
                 group_size: group_size as usize,
@@ -267,10 +273,15 @@ fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, 
     Ok((format, config, VERSIONED_HEADER_BYTES))
 }
 
-fn validate_fields(fields: [i64; 7], shared_classifier: bool) -> std::result::Result<Config, String> {
+fn validate_fields(
+    fields: [i64; 7],
+    shared_classifier: bool,
+) -> std::result::Result<Config, String> {
     for (value, name) in fields.iter().zip(FIELD_NAMES) {
         if *value <= 0 || *value > MAX_FIELD {
-            return Err(format!("header field {name} is {value}, expected a positive number"));
+            return Err(format!(
+                "header field {name} is {value}, expected a positive number"
+            ));
         }
     }
     let [dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len] =
@@ -361,7 +372,10 @@ fn expected_file_size(
         add(mul(2, mul(dim, dim)?)?, mul(2, mul(kv_dim, dim)?)?)?,
         mul(3, mul(hidden, dim)?)?,
     )?;
-    let all_matrices = add(add(embedding, classifier)?, mul(layers, matrices_per_layer)?)?;
+    let all_matrices = add(
+        add(embedding, classifier)?,
+        mul(layers, matrices_per_layer)?,
+    )?;
     let norms = add(mul(layers, mul(2, dim)?)?, dim)?;
     let body = match format {
         Format::Legacy | Format::Float32V1 => {
@@ -387,7 +401,10 @@ fn expected_file_size(
                 }
             }
             // int8 values plus one f32 scale per group; the norms stay f32.
-            add(add(all_matrices, mul(all_matrices / gs, 4)?)?, mul(norms, 4)?)?
+            add(
+                add(all_matrices, mul(all_matrices / gs, 4)?)?,
+                mul(norms, 4)?,
+            )?
         }
     };
     add(body_start as u64, body)

@@ -240,7 +240,9 @@ impl<'a> Chat<'a> {
             self.next = self.sampler.sample(logits);
             self.pos += 1;
             if used >= prompt.len() && self.next != EOS {
-                output(tokenizer::printable(self.tokenizer.decode(token, self.next)));
+                output(tokenizer::printable(
+                    self.tokenizer.decode(token, self.next),
+                ));
             }
             if self.next == EOS {
                 output(b"\n");

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod kernels;

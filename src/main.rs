@@ -116,9 +116,7 @@ impl Options {
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
             let name = flag.to_string_lossy().into_owned();
-            let known = [
-                "-t", "-p", "-s", "-n", "-i", "-z", "-m", "-y", "--threads",
-            ];
+            let known = ["-t", "-p", "-s", "-n", "-i", "-z", "-m", "-y", "--threads"];
             if !known.contains(&name.as_str()) {
                 return Err(Failure(format!(
                     "unknown flag {name} (run 'llama2 --help' for usage)"
@@ -150,9 +148,7 @@ impl Options {
                 "-n" => {
                     let steps: i64 = number(&name, value)?;
                     if steps < 0 {
-                        return Err(Failure(format!(
-                            "-n: steps must be 0 or more, got {steps}"
-                        )));
+                        return Err(Failure(format!("-n: steps must be 0 or more, got {steps}")));
                     }
                     options.steps = usize::try_from(steps).unwrap_or(usize::MAX);
                 }
@@ -304,7 +300,11 @@ fn chat(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), F
 }
 
 /// Print `question` and read one line from stdin without its newline; `None` at end of input.
-fn ask(out: &mut impl Write, input: &mut impl BufRead, question: &str) -> Result<Option<Vec<u8>>, Failure> {
+fn ask(
+    out: &mut impl Write,
+    input: &mut impl BufRead,
+    question: &str,
+) -> Result<Option<Vec<u8>>, Failure> {
     emit(out, question.as_bytes())?;
     let mut line = Vec::new();
     let read = input

@@ -62,7 +62,9 @@ impl Matrix<'_> {
     /// Copy (or dequantize) row `row` into `out`.
     pub fn row_into(&self, row: usize, out: &mut [f32]) {
         match self {
-            Matrix::F32 { data, cols, .. } => out.copy_from_slice(&data[row * cols..(row + 1) * cols]),
+            Matrix::F32 { data, cols, .. } => {
+                out.copy_from_slice(&data[row * cols..(row + 1) * cols])
+            }
             Matrix::Q8(m) => m.dequantize_row(row, out),
         }
     }
@@ -232,7 +234,12 @@ impl Model {
     ///
     /// Positions must be fed in order: `pos` may be at most the number of positions already in
     /// `state` (feeding an earlier position rewinds the state to it).
-    pub fn forward<'s>(&self, state: &'s mut State, token: u32, pos: usize) -> Result<&'s mut [f32]> {
+    pub fn forward<'s>(
+        &self,
+        state: &'s mut State,
+        token: u32,
+        pos: usize,
+    ) -> Result<&'s mut [f32]> {
         let c = *self.config();
         if token as usize >= c.vocab_size {
             return Err(Error::input(format!(
@@ -407,10 +414,12 @@ struct KvCache {
 impl KvCache {
     fn new(c: &Config, capacity: usize, what: &str) -> Result<KvCache> {
         let kv_dim = c.kv_dim();
-        let per_layer = kv_dim.checked_mul(capacity).ok_or_else(|| Error::OutOfMemory {
-            what: what.to_string(),
-            bytes: kv_dim as u128 * capacity as u128 * 4 * 2 * c.n_layers as u128,
-        })?;
+        let per_layer = kv_dim
+            .checked_mul(capacity)
+            .ok_or_else(|| Error::OutOfMemory {
+                what: what.to_string(),
+                bytes: kv_dim as u128 * capacity as u128 * 4 * 2 * c.n_layers as u128,
+            })?;
         let reserve = || -> Result<Vec<f32>> {
             let mut buffer = Vec::new();
             buffer

@@ -69,7 +69,8 @@ impl QuantizedVector {
             let max_abs = group.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let scale = max_abs / 127.0;
             self.scales.push(scale);
-            self.values.extend(group.iter().map(|&v| quantize_value(v, scale)));
+            self.values
+                .extend(group.iter().map(|&v| quantize_value(v, scale)));
         }
     }
 }

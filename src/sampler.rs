@@ -181,8 +181,8 @@ mod tests {
         let first: Vec<u32> = (0..4).map(|_| rng.next_u32()).collect();
         assert_eq!(first, [1456360119, 3359763283, 3393612768, 4054632243]);
         let mut rng = Rng::new(133742);
-        let coins: Vec<f32> = (0..3).map(|_| rng.next_f32()).collect();
-        assert_eq!(coins, [0.706299007, 0.622677088, 0.538505733]);
+        let coins: Vec<u32> = (0..3).map(|_| rng.next_f32().to_bits()).collect();
+        assert_eq!(coins, [0x3f34d003, 0x3f1f67c4, 0x3f09db83]); // 0.706299, 0.622677, 0.538506
     }
 
     #[test]

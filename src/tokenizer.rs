@@ -73,9 +73,12 @@ impl Tokenizer {
             }
         }
         let mut reader = Reader { data, at: 0 };
-        let max_token_length = reader
-            .i32()
-            .ok_or_else(|| bad(format!("file is {} bytes, too short for a header", data.len())))?;
+        let max_token_length = reader.i32().ok_or_else(|| {
+            bad(format!(
+                "file is {} bytes, too short for a header",
+                data.len()
+            ))
+        })?;
         if max_token_length < 0 {
             return Err(bad(format!("max_token_length is {max_token_length}")));
         }
@@ -431,10 +434,16 @@ mod tests {
     #[test]
     fn code_points_split_like_run_c() {
         let parts: Vec<&[u8]> = split_code_points("aé€😀".as_bytes()).collect();
-        assert_eq!(parts, vec![&b"a"[..], "é".as_bytes(), "€".as_bytes(), "😀".as_bytes()]);
+        assert_eq!(
+            parts,
+            vec![&b"a"[..], "é".as_bytes(), "€".as_bytes(), "😀".as_bytes()]
+        );
         // A stray continuation byte starts a run of its own; runs stop at four bytes.
         let parts: Vec<&[u8]> = split_code_points(&[0x80, 0x80, 0x80, 0x80, 0x80, b'x']).collect();
-        assert_eq!(parts, vec![&[0x80, 0x80, 0x80, 0x80][..], &[0x80][..], &b"x"[..]]);
+        assert_eq!(
+            parts,
+            vec![&[0x80, 0x80, 0x80, 0x80][..], &[0x80][..], &b"x"[..]]
+        );
     }
 
     #[test]

@@ -72,7 +72,11 @@ pub fn for_each_head<F>(
         return;
     }
     let _ = work;
-    for (h, (o, s)) in out.chunks_mut(head_dim).zip(scores.chunks_mut(n_pos)).enumerate() {
+    for (h, (o, s)) in out
+        .chunks_mut(head_dim)
+        .zip(scores.chunks_mut(n_pos))
+        .enumerate()
+    {
         f(h, o, s);
     }
 }

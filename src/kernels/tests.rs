@@ -37,7 +37,16 @@ fn assert_close(fast: &[f32], plain: &[f32], n: usize) {
 #[test]
 fn matmul_matches_plain() {
     let mut rng = TestRng::new(1);
-    for &(rows, cols) in &[(1, 1), (3, 7), (16, 16), (17, 33), (64, 64), (100, 172), (300, 288), (768, 257)] {
+    for &(rows, cols) in &[
+        (1, 1),
+        (3, 7),
+        (16, 16),
+        (17, 33),
+        (64, 64),
+        (100, 172),
+        (300, 288),
+        (768, 257),
+    ] {
         let w = rng.vec(rows * cols);
         let x = rng.vec(cols);
         let mut fast = vec![0.0; rows];
@@ -126,9 +135,13 @@ fn swiglu_matches_plain() {
 fn attention_matches_plain_with_grouped_heads() {
     let mut rng = TestRng::new(7);
     // (n_heads, n_kv_heads, head_dim, positions)
-    for &(n_heads, n_kv_heads, head_dim, n_pos) in
-        &[(1, 1, 2, 1), (8, 4, 8, 5), (6, 6, 48, 33), (12, 12, 64, 300), (8, 1, 16, 17)]
-    {
+    for &(n_heads, n_kv_heads, head_dim, n_pos) in &[
+        (1, 1, 2, 1),
+        (8, 4, 8, 5),
+        (6, 6, 48, 33),
+        (12, 12, 64, 300),
+        (8, 1, 16, 17),
+    ] {
         let kv_dim = n_kv_heads * head_dim;
         let q = rng.vec(n_heads * head_dim);
         let keys = rng.vec(n_pos * kv_dim);
@@ -143,7 +156,16 @@ fn attention_matches_plain_with_grouped_heads() {
         let mut scores = vec![0.0; n_heads * n_pos];
         attention(&mut fast, &q, &keys, &values, &mut scores, n_pos, shape);
         let mut slow = vec![0.0; n_heads * head_dim];
-        plain::attention(&mut slow, &q, &keys, &values, n_pos, n_heads, n_heads / n_kv_heads, head_dim);
+        plain::attention(
+            &mut slow,
+            &q,
+            &keys,
+            &values,
+            n_pos,
+            n_heads,
+            n_heads / n_kv_heads,
+            head_dim,
+        );
         assert_close(&fast, &slow, n_pos.max(head_dim));
     }
 }

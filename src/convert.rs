@@ -1,0 +1,330 @@
+//! Writing checkpoints: float tensors out to legacy, version 1 or version 2 (int8) files.
+//!
+//! [`FloatTensors`] is a model's weights as plain `f32` slices, borrowed from a loaded float
+//! model, dequantized from an int8 one, or made up ([`FloatTensors::random`]) for tests and
+//! benchmarks that need a model of a given shape without downloading one. The `write_*`
+//! functions lay them out exactly as llama2.c's `export.py` does, so `run.c` and `runq.c` read
+//! what we write.
+//!
+//! Reading checkpoints is [`crate::checkpoint`]'s job, not this module's.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+
+use crate::checkpoint::{Config, Format, MAGIC, VERSIONED_HEADER_BYTES};
+use crate::model::{Matrix, Model};
+use crate::quant;
+
+/// The weights of one transformer block as float slices.
+#[derive(Clone, Debug)]
+pub struct LayerTensors<'a> {
+    /// RMSNorm weights before attention, `(dim,)`.
+    pub attn_norm: Cow<'a, [f32]>,
+    /// Query projection, `(dim, dim)`.
+    pub wq: Cow<'a, [f32]>,
+    /// Key projection, `(kv_dim, dim)`.
+    pub wk: Cow<'a, [f32]>,
+    /// Value projection, `(kv_dim, dim)`.
+    pub wv: Cow<'a, [f32]>,
+    /// Output projection, `(dim, dim)`.
+    pub wo: Cow<'a, [f32]>,
+    /// RMSNorm weights before the feed-forward block, `(dim,)`.
+    pub ffn_norm: Cow<'a, [f32]>,
+    /// Feed-forward gate, `(hidden_dim, dim)`.
+    pub w1: Cow<'a, [f32]>,
+    /// Feed-forward down projection, `(dim, hidden_dim)`.
+    pub w2: Cow<'a, [f32]>,
+    /// Feed-forward up projection, `(hidden_dim, dim)`.
+    pub w3: Cow<'a, [f32]>,
+}
+
+/// Every weight of a model as float slices, ready to be written in any format.
+#[derive(Clone, Debug)]
+pub struct FloatTensors<'a> {
+    /// The hyperparameters (`shared_classifier` says whether `classifier` is written).
+    pub config: Config,
+    /// Token embedding table, `(vocab_size, dim)`.
+    pub token_embedding: Cow<'a, [f32]>,
+    /// One entry per layer.
+    pub layers: Vec<LayerTensors<'a>>,
+    /// Final RMSNorm weights, `(dim,)`.
+    pub final_norm: Cow<'a, [f32]>,
+    /// Classifier `(vocab_size, dim)`; ignored when `config.shared_classifier`.
+    pub classifier: Cow<'a, [f32]>,
+}
+
+impl<'a> FloatTensors<'a> {
+    /// Borrow a float model's weights, or dequantize an int8 model's.
+    pub fn from_model(model: &'a Model) -> FloatTensors<'a> {
+        let floats = |m: Matrix<'a>| -> Cow<'a, [f32]> {
+            match m {
+                Matrix::F32 { data, .. } => Cow::Borrowed(data),
+                Matrix::Q8(q) => {
+                    let mut all = vec![0.0; q.rows * q.cols];
+                    for (row, out) in all.chunks_exact_mut(q.cols).enumerate() {
+                        q.dequantize_row(row, out);
+                    }
+                    Cow::Owned(all)
+                }
+            }
+        };
+        let layers = (0..model.config().n_layers)
+            .map(|l| {
+                let w = model.layer(l);
+                LayerTensors {
+                    attn_norm: Cow::Borrowed(w.attn_norm),
+                    wq: floats(w.wq),
+                    wk: floats(w.wk),
+                    wv: floats(w.wv),
+                    wo: floats(w.wo),
+                    ffn_norm: Cow::Borrowed(w.ffn_norm),
+                    w1: floats(w.w1),
+                    w2: floats(w.w2),
+                    w3: floats(w.w3),
+                }
+            })
+            .collect();
+        let token_embedding = floats(model.token_embedding());
+        let classifier = if model.config().shared_classifier {
+            token_embedding.clone()
+        } else {
+            floats(model.classifier())
+        };
+        FloatTensors {
+            config: *model.config(),
+            token_embedding,
+            layers,
+            final_norm: Cow::Borrowed(model.final_norm()),
+            classifier,
+        }
+    }
+
+    /// Random weights of the given shape, deterministic for a seed: uniform in
+    /// `±1/sqrt(fan_in)` for matrices, near 1 for norms. For tests and benchmarks.
+    pub fn random(config: Config, seed: u64) -> FloatTensors<'static> {
+        let mut rng = SplitRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut uniform = |n: usize, scale: f32| -> Cow<'static, [f32]> {
+            Cow::Owned((0..n).map(|_| rng.symmetric() * scale).collect())
+        };
+        let (dim, hidden, kv_dim) = (config.dim, config.hidden_dim, config.kv_dim());
+        let in_dim = 1.0 / (dim as f32).sqrt();
+        let in_hidden = 1.0 / (hidden as f32).sqrt();
+        let norm = |values: Cow<'static, [f32]>| -> Cow<'static, [f32]> {
+            Cow::Owned(values.iter().map(|v| 1.0 + v).collect())
+        };
+        let layers = (0..config.n_layers)
+            .map(|_| LayerTensors {
+                attn_norm: norm(uniform(dim, 0.1)),
+                wq: uniform(dim * dim, in_dim),
+                wk: uniform(kv_dim * dim, in_dim),
+                wv: uniform(kv_dim * dim, in_dim),
+                wo: uniform(dim * dim, in_dim),
+                ffn_norm: norm(uniform(dim, 0.1)),
+                w1: uniform(hidden * dim, in_dim),
+                w2: uniform(dim * hidden, in_hidden),
+                w3: uniform(hidden * dim, in_dim),
+            })
+            .collect::<Vec<_>>();
+        let final_norm = norm(uniform(dim, 0.1));
+        let token_embedding = uniform(config.vocab_size * dim, 1.0);
+        let classifier = if config.shared_classifier {
+            token_embedding.clone()
+        } else {
+            uniform(config.vocab_size * dim, in_dim)
+        };
+        FloatTensors {
+            config,
+            token_embedding,
+            layers,
+            final_norm,
+            classifier,
+        }
+    }
+
+    /// One kind of per-layer tensor for every layer, in layer order: how files group them.
+    fn all(&self, kind: Kind) -> impl Iterator<Item = &[f32]> {
+        self.layers.iter().map(move |l| match kind {
+            Kind::AttnNorm => &l.attn_norm[..],
+            Kind::Wq => &l.wq,
+            Kind::Wk => &l.wk,
+            Kind::Wv => &l.wv,
+            Kind::Wo => &l.wo,
+            Kind::FfnNorm => &l.ffn_norm,
+            Kind::W1 => &l.w1,
+            Kind::W2 => &l.w2,
+            Kind::W3 => &l.w3,
+        })
+    }
+}
+
+/// The per-layer tensors, named as in [`LayerTensors`].
+#[derive(Clone, Copy)]
+enum Kind {
+    AttnNorm,
+    Wq,
+    Wk,
+    Wv,
+    Wo,
+    FfnNorm,
+    W1,
+    W2,
+    W3,
+}
+
+/// The matrices of a layer in the order every format stores them.
+const MATRICES: [Kind; 7] = [
+    Kind::Wq,
+    Kind::Wk,
+    Kind::Wv,
+    Kind::Wo,
+    Kind::W1,
+    Kind::W2,
+    Kind::W3,
+];
+
+/// xorshift64 for made-up weights.
+struct SplitRng(u64);
+
+impl SplitRng {
+    /// Uniform in [-1, 1).
+    fn symmetric(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+fn write_f32s(out: &mut impl Write, values: &[f32]) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    out.write_all(&bytes)
+}
+
+fn header_ints(c: &Config, negative_vocab: bool) -> Vec<u8> {
+    let vocab = if negative_vocab {
+        -(c.vocab_size as i32)
+    } else {
+        c.vocab_size as i32
+    };
+    let fields = [
+        c.dim as i32,
+        c.hidden_dim as i32,
+        c.n_layers as i32,
+        c.n_heads as i32,
+        c.n_kv_heads as i32,
+        vocab,
+        c.seq_len as i32,
+    ];
+    fields.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Write a float checkpoint in the legacy (`run.c`) or version 1 layout.
+///
+/// # Panics
+/// If `format` is [`Format::Int8V2`] (use [`write_int8`]).
+pub fn write_float(out: &mut impl Write, t: &FloatTensors, format: Format) -> io::Result<()> {
+    let c = &t.config;
+    match format {
+        Format::Legacy => {
+            out.write_all(&header_ints(c, !c.shared_classifier))?;
+            write_f32s(out, &t.token_embedding)?;
+            let kinds = [
+                Kind::AttnNorm,
+                Kind::Wq,
+                Kind::Wk,
+                Kind::Wv,
+                Kind::Wo,
+                Kind::FfnNorm,
+            ];
+            for kind in kinds.into_iter().chain([Kind::W1, Kind::W2, Kind::W3]) {
+                for tensor in t.all(kind) {
+                    write_f32s(out, tensor)?;
+                }
+            }
+            write_f32s(out, &t.final_norm)?;
+            let (cos, sin) = rope_tables(c);
+            write_f32s(out, &cos)?;
+            write_f32s(out, &sin)?;
+        }
+        Format::Float32V1 => {
+            out.write_all(&versioned_header(c, 1, None))?;
+            for tensor in t.all(Kind::AttnNorm).chain(t.all(Kind::FfnNorm)) {
+                write_f32s(out, tensor)?;
+            }
+            write_f32s(out, &t.final_norm)?;
+            write_f32s(out, &t.token_embedding)?;
+            for kind in MATRICES {
+                for tensor in t.all(kind) {
+                    write_f32s(out, tensor)?;
+                }
+            }
+        }
+        Format::Int8V2 { .. } => panic!("write_float writes float formats; use write_int8"),
+    }
+    if !c.shared_classifier {
+        write_f32s(out, &t.classifier)?;
+    }
+    Ok(())
+}
+
+/// Write an int8 version 2 checkpoint, quantizing every matrix in groups of `group_size`
+/// (which must divide every matrix's size). Returns the largest absolute quantization error.
+pub fn write_int8(out: &mut impl Write, t: &FloatTensors, group_size: usize) -> io::Result<f32> {
+    let c = &t.config;
+    out.write_all(&versioned_header(c, 2, Some(group_size)))?;
+    for layer in &t.layers {
+        write_f32s(out, &layer.attn_norm)?;
+    }
+    for layer in &t.layers {
+        write_f32s(out, &layer.ffn_norm)?;
+    }
+    write_f32s(out, &t.final_norm)?;
+    let mut matrices = vec![&t.token_embedding[..]];
+    for kind in MATRICES {
+        matrices.extend(t.all(kind));
+    }
+    if !c.shared_classifier {
+        matrices.push(&t.classifier);
+    }
+    let mut max_error = 0.0f32;
+    for m in matrices {
+        let (values, scales, error) = quant::quantize_tensor(m, group_size);
+        max_error = max_error.max(error);
+        out.write_all(&values.iter().map(|&v| v as u8).collect::<Vec<u8>>())?;
+        write_f32s(out, &scales)?;
+    }
+    Ok(max_error)
+}
+
+fn versioned_header(c: &Config, version: i32, group_size: Option<usize>) -> Vec<u8> {
+    let mut header = Vec::with_capacity(VERSIONED_HEADER_BYTES);
+    header.extend_from_slice(&MAGIC.to_le_bytes());
+    header.extend_from_slice(&version.to_le_bytes());
+    header.extend_from_slice(&header_ints(c, false));
+    header.push(c.shared_classifier as u8);
+    if let Some(gs) = group_size {
+        header.extend_from_slice(&(gs as i32).to_le_bytes());
+    }
+    header.resize(VERSIONED_HEADER_BYTES, 0);
+    header
+}
+
+/// The obsolete RoPE tables legacy files carry, `(seq_len, head_dim / 2)` each, filled with the
+/// values `model.py` exports (run.c ignores them).
+fn rope_tables(c: &Config) -> (Vec<f32>, Vec<f32>) {
+    let half = c.head_dim() / 2;
+    let mut cos = Vec::with_capacity(c.seq_len * half);
+    let mut sin = Vec::with_capacity(c.seq_len * half);
+    for pos in 0..c.seq_len {
+        for j in 0..half {
+            let freq = 1.0 / 10000f32.powf((2 * j) as f32 / c.head_dim() as f32);
+            let angle = pos as f32 * freq;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
