@@ -202,17 +202,25 @@ fn number<T: std::str::FromStr>(flag: &str, value: &OsStr) -> Result<T, Failure>
         .map_err(|_| Failure(format!("{flag}: {text:?} is not a valid number")))
 }
 
-/// A seed as run.c reads it: a decimal integer; negative values wrap like C's conversion of
-/// `int` to `unsigned long long`.
+/// A seed as run.c reads it with C's `atoi`: a decimal integer (saturating like `strtol`)
+/// cut to a 32-bit `int`, then widened with its sign to the 64-bit generator state. So
+/// `-s 4294967295` is the same seed as `-s -1`, and a result of 0 means "seed from the clock".
 fn seed(value: &OsStr) -> Result<u64, Failure> {
     let text = value.to_string_lossy();
-    let text = text.trim();
-    if let Ok(v) = text.parse::<u64>() {
-        return Ok(v);
+    let digits = text.trim();
+    let is_integer = {
+        let unsigned = digits.strip_prefix(['-', '+']).unwrap_or(digits);
+        !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !is_integer {
+        return Err(Failure(format!("-s: {text:?} is not a valid integer seed")));
     }
-    text.parse::<i64>()
-        .map(|v| v as u64)
-        .map_err(|_| Failure(format!("-s: {text:?} is not a valid integer seed")))
+    let long = digits.parse::<i64>().unwrap_or(if digits.starts_with('-') {
+        i64::MIN
+    } else {
+        i64::MAX
+    });
+    Ok(long as i32 as i64 as u64)
 }
 
 /// The raw bytes of an argument: prompts may be any bytes, as in C.
