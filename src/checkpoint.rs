@@ -11,7 +11,7 @@
 //!   the norms stay float32 and every matrix is stored as int8 values followed by one float32
 //!   scale per group of `group_size` consecutive values (Q8_0).
 //!
-//! This module only reads and checks: it turns bytes into a [`Config`] and a [`Layout`] of byte
+//! This module only reads and checks: it turns bytes into a [`Config`] and a layout of byte
 //! ranges, after proving that every range lies inside the file. It does no arithmetic on weights;
 //! [`crate::model`] borrows the tensors through the ranges found here.
 
@@ -47,9 +47,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Width of one attention head.
+    /// Width of one attention head (0 for a config with no heads).
     pub fn head_dim(&self) -> usize {
-        self.dim / self.n_heads
+        self.dim.checked_div(self.n_heads).unwrap_or(0)
     }
 
     /// Width of the keys (and values) of one position: `n_kv_heads * head_dim`.
@@ -57,9 +57,9 @@ impl Config {
         self.n_kv_heads * self.head_dim()
     }
 
-    /// How many query heads share one key/value head.
+    /// How many query heads share one key/value head (0 for a config with no kv heads).
     pub fn kv_mul(&self) -> usize {
-        self.n_heads / self.n_kv_heads
+        self.n_heads.checked_div(self.n_kv_heads).unwrap_or(0)
     }
 }
 
@@ -82,7 +82,7 @@ pub enum Format {
 /// For a float tensor the elements are `f32`; for a quantized tensor they are `i8` values, and
 /// `scales` holds the byte offset of the `f32` group scales that follow them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TensorRange {
+pub(crate) struct TensorRange {
     /// Byte offset of the first element.
     pub offset: usize,
     /// Number of elements (not bytes).
@@ -93,7 +93,7 @@ pub struct TensorRange {
 
 /// The byte ranges of one transformer block's tensors.
 #[derive(Clone, Copy, Debug)]
-pub struct LayerLayout {
+pub(crate) struct LayerLayout {
     /// RMSNorm weights before attention, `(dim,)`.
     pub attn_norm: TensorRange,
     /// Query projection, `(n_heads * head_dim, dim)`.
@@ -116,7 +116,7 @@ pub struct LayerLayout {
 
 /// The byte ranges of every tensor of a checkpoint.
 #[derive(Clone, Debug)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// Token embedding table, `(vocab_size, dim)`.
     pub token_embedding: TensorRange,
     /// One entry per transformer block.
@@ -128,7 +128,7 @@ pub struct Layout {
 }
 
 /// A parsed and validated checkpoint: its bytes, format, hyperparameters and tensor layout.
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// The file's name for error messages (`<memory>` for bytes given directly).
     pub name: String,
     /// The bytes of the whole file.
@@ -147,7 +147,7 @@ const MAX_FIELD: i64 = i32::MAX as i64;
 
 impl Checkpoint {
     /// Parse and validate `storage` as a checkpoint; `name` is used in error messages.
-    pub fn parse(name: &str, storage: Storage) -> Result<Checkpoint> {
+    pub(crate) fn parse(name: &str, storage: Storage) -> Result<Checkpoint> {
         let bytes = storage.bytes();
         let bad = |problem: String| Error::checkpoint(name, problem);
         if cfg!(target_endian = "big") {

@@ -141,6 +141,71 @@ impl<'a> FloatTensors<'a> {
         }
     }
 
+    /// Check that the header fields fit a file and that every tensor has the length the config
+    /// implies, so that what we write is a checkpoint that loads.
+    fn check_shapes(&self) -> io::Result<()> {
+        let c = &self.config;
+        let fields = [
+            ("dim", c.dim),
+            ("hidden_dim", c.hidden_dim),
+            ("n_layers", c.n_layers),
+            ("n_heads", c.n_heads),
+            ("n_kv_heads", c.n_kv_heads),
+            ("vocab_size", c.vocab_size),
+            ("seq_len", c.seq_len),
+        ];
+        for (name, value) in fields {
+            if value == 0 || value > i32::MAX as usize {
+                return Err(invalid(format!("config field {name} is {value}")));
+            }
+        }
+        if self.layers.len() != c.n_layers {
+            return Err(invalid(format!(
+                "{} layers of tensors for a config of {} layers",
+                self.layers.len(),
+                c.n_layers
+            )));
+        }
+        let (dim, hidden, kv_dim) = (c.dim, c.hidden_dim, c.kv_dim());
+        let mut expected = vec![
+            (
+                "token_embedding",
+                &self.token_embedding[..],
+                c.vocab_size.saturating_mul(dim),
+            ),
+            ("final_norm", &self.final_norm[..], dim),
+        ];
+        if !c.shared_classifier {
+            expected.push((
+                "classifier",
+                &self.classifier[..],
+                c.vocab_size.saturating_mul(dim),
+            ));
+        }
+        for l in &self.layers {
+            expected.extend([
+                ("attn_norm", &l.attn_norm[..], dim),
+                ("wq", &l.wq[..], dim.saturating_mul(dim)),
+                ("wk", &l.wk[..], kv_dim.saturating_mul(dim)),
+                ("wv", &l.wv[..], kv_dim.saturating_mul(dim)),
+                ("wo", &l.wo[..], dim.saturating_mul(dim)),
+                ("ffn_norm", &l.ffn_norm[..], dim),
+                ("w1", &l.w1[..], hidden.saturating_mul(dim)),
+                ("w2", &l.w2[..], dim.saturating_mul(hidden)),
+                ("w3", &l.w3[..], hidden.saturating_mul(dim)),
+            ]);
+        }
+        for (name, tensor, len) in expected {
+            if tensor.len() != len {
+                return Err(invalid(format!(
+                    "tensor {name} has {} values, its shape needs {len}",
+                    tensor.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// One kind of per-layer tensor for every layer, in layer order: how files group them.
     fn all(&self, kind: Kind) -> impl Iterator<Item = &[f32]> {
         self.layers.iter().map(move |l| match kind {
@@ -221,11 +286,17 @@ fn header_ints(c: &Config, negative_vocab: bool) -> Vec<u8> {
     fields.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// An [`io::ErrorKind::InvalidInput`] error: what we were asked to write is not a checkpoint.
+fn invalid(problem: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, problem)
+}
+
 /// Write a float checkpoint in the legacy (`run.c`) or version 1 layout.
 ///
-/// # Panics
-/// If `format` is [`Format::Int8V2`] (use [`write_int8`]).
+/// Errors with [`io::ErrorKind::InvalidInput`], before writing anything, if `format` is
+/// [`Format::Int8V2`] (use [`write_int8`]) or a tensor does not have its config's shape.
 pub fn write_float(out: &mut impl Write, t: &FloatTensors, format: Format) -> io::Result<()> {
+    t.check_shapes()?;
     let c = &t.config;
     match format {
         Format::Legacy => {
@@ -245,9 +316,7 @@ pub fn write_float(out: &mut impl Write, t: &FloatTensors, format: Format) -> io
                 }
             }
             write_f32s(out, &t.final_norm)?;
-            let (cos, sin) = rope_tables(c);
-            write_f32s(out, &cos)?;
-            write_f32s(out, &sin)?;
+            write_rope_tables(out, c)?;
         }
         Format::Float32V1 => {
             out.write_all(&versioned_header(c, 1, None))?;
@@ -262,7 +331,11 @@ pub fn write_float(out: &mut impl Write, t: &FloatTensors, format: Format) -> io
                 }
             }
         }
-        Format::Int8V2 { .. } => panic!("write_float writes float formats; use write_int8"),
+        Format::Int8V2 { .. } => {
+            return Err(invalid(
+                "write_float writes float formats; use write_int8".into(),
+            ))
+        }
     }
     if !c.shared_classifier {
         write_f32s(out, &t.classifier)?;
@@ -272,8 +345,27 @@ pub fn write_float(out: &mut impl Write, t: &FloatTensors, format: Format) -> io
 
 /// Write an int8 version 2 checkpoint, quantizing every matrix in groups of `group_size`
 /// (which must divide every matrix's size). Returns the largest absolute quantization error.
+///
+/// Errors with [`io::ErrorKind::InvalidInput`], before writing anything, if `group_size` is 0 or
+/// does not divide a matrix, or a tensor does not have its config's shape.
 pub fn write_int8(out: &mut impl Write, t: &FloatTensors, group_size: usize) -> io::Result<f32> {
+    t.check_shapes()?;
     let c = &t.config;
+    // Every tensor has its shape (checked above), so these products fit in memory.
+    let matrix_sizes = [
+        c.vocab_size * c.dim,
+        c.dim * c.dim,
+        c.kv_dim() * c.dim,
+        c.hidden_dim * c.dim,
+    ];
+    if group_size == 0 || group_size > i32::MAX as usize {
+        return Err(invalid(format!("group size {group_size} is out of range")));
+    }
+    if let Some(size) = matrix_sizes.iter().find(|&&size| size % group_size != 0) {
+        return Err(invalid(format!(
+            "group size {group_size} does not divide a matrix of {size} values"
+        )));
+    }
     out.write_all(&versioned_header(c, 2, Some(group_size)))?;
     for layer in &t.layers {
         write_f32s(out, &layer.attn_norm)?;
@@ -312,19 +404,21 @@ fn versioned_header(c: &Config, version: i32, group_size: Option<usize>) -> Vec<
     header
 }
 
-/// The obsolete RoPE tables legacy files carry, `(seq_len, head_dim / 2)` each, filled with the
-/// values `model.py` exports (run.c ignores them).
-fn rope_tables(c: &Config) -> (Vec<f32>, Vec<f32>) {
+/// Write the obsolete RoPE tables legacy files carry, `(seq_len, head_dim / 2)` each, cosines
+/// then sines, filled with the values `model.py` exports (run.c ignores them). Written a row at a
+/// time: for a long context they can be far larger than the weights.
+fn write_rope_tables(out: &mut impl Write, c: &Config) -> io::Result<()> {
     let half = c.head_dim() / 2;
-    let mut cos = Vec::with_capacity(c.seq_len * half);
-    let mut sin = Vec::with_capacity(c.seq_len * half);
-    for pos in 0..c.seq_len {
-        for j in 0..half {
-            let freq = 1.0 / 10000f32.powf((2 * j) as f32 / c.head_dim() as f32);
-            let angle = pos as f32 * freq;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
+    for trig in [f32::cos, f32::sin] {
+        let mut row = Vec::with_capacity(half);
+        for pos in 0..c.seq_len {
+            row.clear();
+            for j in 0..half {
+                let freq = 1.0 / 10000f32.powf((2 * j) as f32 / c.head_dim() as f32);
+                row.push(trig(pos as f32 * freq));
+            }
+            write_f32s(out, &row)?;
         }
     }
-    (cos, sin)
+    Ok(())
 }

@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::model::{Model, State};
 use crate::sampler::Sampler;
+use crate::text::Text;
 use crate::tokenizer::{self, Tokenizer, BOS, EOS};
 
 /// One generated (or prompt) token and the text it stands for.
@@ -39,6 +40,12 @@ pub fn resolve_steps(steps: usize, seq_len: usize) -> usize {
 
 fn check_vocabularies(model: &Model, tokenizer: &Tokenizer) -> Result<()> {
     let (m, t) = (model.config().vocab_size, tokenizer.vocab_size());
+    if m <= EOS as usize {
+        return Err(Error::checkpoint(
+            model.name(),
+            format!("a vocabulary of {m} tokens has no room for BOS and EOS (ids 1 and 2)"),
+        ));
+    }
     if m != t {
         return Err(Error::input(format!(
             "the tokenizer has {t} tokens but model {} has a vocabulary of {m}",
@@ -67,8 +74,12 @@ pub struct Generator<'a> {
 }
 
 impl<'a> Generator<'a> {
-    /// Prepare to generate from `prompt` (any bytes) for `steps` positions (0 means the whole
-    /// context; more than the context is capped to it).
+    /// Prepare to generate from `prompt` (any bytes) for `steps` positions, prompt included (0
+    /// means the whole context; more than the context is capped to it).
+    ///
+    /// As in `run.c`, a prompt of more than `steps` tokens is run only up to `steps` (the
+    /// iterator then yields just that much of the prompt). A prompt longer than the model's
+    /// whole context is an error: no position would be left to generate from.
     pub fn new(
         model: &'a Model,
         tokenizer: &'a Tokenizer,
@@ -79,6 +90,14 @@ impl<'a> Generator<'a> {
         check_vocabularies(model, tokenizer)?;
         let steps = resolve_steps(steps, model.config().seq_len);
         let prompt = tokenizer.encode(prompt, true, false)?;
+        let context = model.config().seq_len;
+        if prompt.len() > context {
+            return Err(Error::input(format!(
+                "the prompt is {} tokens, longer than the {context}-position context of model {}",
+                prompt.len(),
+                model.name()
+            )));
+        }
         let state = model.new_state_with_capacity(steps)?;
         Ok(Generator {
             model,
@@ -108,6 +127,12 @@ impl<'a> Generator<'a> {
         self.steps
     }
 
+    /// The generated text as `String` chunks, with characters that were spelled in byte tokens
+    /// put back together (see [`Text`]).
+    pub fn text(self) -> Text<Generator<'a>> {
+        Text::new(self)
+    }
+
     fn step(&mut self) -> Result<Option<Token>> {
         if self.finished || self.pos >= self.steps {
             return Ok(None);
@@ -125,7 +150,7 @@ impl<'a> Generator<'a> {
             self.finished = true;
             return Ok(None);
         }
-        let bytes = self.tokenizer.decode(self.token, next).to_vec();
+        let bytes = self.tokenizer.decode(self.token, next)?.to_vec();
         self.token = next;
         Ok(Some(Token {
             id: next,
@@ -218,6 +243,9 @@ impl<'a> Chat<'a> {
     /// Take one turn: feed the rendered user message, then let the assistant answer until it
     /// ends its turn or the context is full. `output` receives exactly the bytes `run.c` prints
     /// during the turn (the answer's pieces, and a newline where the model produced EOS).
+    ///
+    /// A message that does not fit in what is left of the context is refused with an error
+    /// before anything is run, so the conversation can go on with a shorter one.
     pub fn turn(
         &mut self,
         system: &[u8],
@@ -226,6 +254,15 @@ impl<'a> Chat<'a> {
     ) -> Result<()> {
         let rendered = self.render(system, user);
         let prompt = self.tokenizer.encode(&rendered, true, false)?;
+        let left = self.steps - self.pos.min(self.steps);
+        if prompt.len() > left {
+            return Err(Error::input(format!(
+                "the chat message is {} tokens but only {left} of the {} positions of the \
+                 conversation are left",
+                prompt.len(),
+                self.steps
+            )));
+        }
         let mut used = 0;
         while self.pos < self.steps {
             let token = if used < prompt.len() {
@@ -241,7 +278,7 @@ impl<'a> Chat<'a> {
             self.pos += 1;
             if used >= prompt.len() && self.next != EOS {
                 output(tokenizer::printable(
-                    self.tokenizer.decode(token, self.next),
+                    self.tokenizer.decode(token, self.next)?,
                 ));
             }
             if self.next == EOS {
@@ -300,8 +337,9 @@ pub fn evaluate(model: &Model, tokenizer: &Tokenizer, text: &[u8]) -> Result<Eva
     })
 }
 
-/// `-ln softmax(logits)[target]`, in f64 so long texts average accurately.
-pub fn cross_entropy(logits: &[f32], target: u32) -> f64 {
+/// `-ln softmax(logits)[target]`, in f64 so long texts average accurately. `target` must index
+/// `logits` (evaluate checks every token against the vocabulary first).
+fn cross_entropy(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
     max + sum.ln() - logits[target as usize] as f64

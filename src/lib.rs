@@ -4,35 +4,62 @@
 //! Karpathy's [llama2.c](https://github.com/karpathy/llama2.c) that reads the same checkpoint
 //! and tokenizer files and, for the same settings, produces the same text.
 //!
-//! * [`Model`] memory-maps a checkpoint (llama2.c legacy, version 1 float32, or version 2 int8)
-//!   and runs the forward pass; a [`State`] holds one sequence's KV cache.
-//! * [`Tokenizer`] encodes text into token ids and decodes them back.
+//! * [`Model`] loads a checkpoint (llama2.c legacy, version 1 float32, or version 2 int8) from a
+//!   path (memory-mapped), from bytes already in memory, or from `include_bytes!`, and runs the
+//!   forward pass; a [`State`] holds one sequence's KV cache.
+//! * [`Tokenizer`] encodes text into token ids and decodes them back, loaded from a path or bytes.
 //! * [`Sampler`] picks the next token (greedy, multinomial or top-p).
-//! * [`Generator`], [`Chat`] and [`evaluate`] are the loops that tie them together.
+//! * [`Generator`] is an iterator of [`Token`]s; [`Generator::text`] turns it into an iterator
+//!   of UTF-8 text chunks. [`Chat`] runs a Llama 2 chat turn by turn with a callback, and
+//!   [`evaluate`] scores a text.
 //!
-//! ```no_run
+//! ```
 //! use llama2::{Generator, Model, Sampler, Tokenizer};
 //!
 //! # fn main() -> llama2::Result<()> {
-//! let model = Model::open("stories15M.bin")?;
-//! let tokenizer = Tokenizer::open("tokenizer.bin", model.config().vocab_size)?;
-//! let sampler = Sampler::new(0.8, 0.9, 42)?;
-//! for token in Generator::new(&model, &tokenizer, sampler, b"Once upon a time", 100)? {
-//!     print!("{}", String::from_utf8_lossy(token?.printable()));
+//! let model = Model::open("tests/models/stories260K.bin")?;
+//! let tokenizer = Tokenizer::open("tests/models/tok512.bin", model.config().vocab_size)?;
+//! let sampler = Sampler::new(0.8, 0.9, 42)?; // temperature, top-p, seed
+//! let mut story = String::new();
+//! for chunk in Generator::new(&model, &tokenizer, sampler, b"Once upon a time", 64)?.text() {
+//!     story.push_str(&chunk?); // or print it as it comes
 //! }
+//! assert!(story.starts_with("Once upon a time"));
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Errors, threads, memory
+//!
+//! Every fallible call returns [`Result`], whose [`Error`] says in one line what was wrong and
+//! with which file. The library never prints, never exits the process and does not panic on any
+//! input: corrupt files, out-of-range ids and parameters are errors, and memory for a KV cache
+//! that cannot be had is [`Error::OutOfMemory`] rather than an abort.
+//!
+//! With the `parallel` feature (the default) large matrix products run on rayon's thread pool;
+//! without it the crate uses no threads at all and depends only on `memmap2`.
+//!
+//! A model opened with [`Model::open`] reads its weights straight from a memory map of the
+//! file, which must therefore not be truncated or rewritten while the model is alive.
+//!
+//! The modules `kernels` and `quant` (the arithmetic of the forward pass) are public so that
+//! benchmarks can reach them, but they are not part of the API: they trust their callers to pass
+//! slices of matching shapes.
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod generate;
+#[doc(hidden)]
 pub mod kernels;
 pub mod model;
+#[doc(hidden)]
 pub mod quant;
 pub mod sampler;
-pub mod storage;
+pub(crate) mod storage;
+pub mod text;
 pub mod tokenizer;
 
 pub use checkpoint::{Config, Format};
@@ -40,4 +67,5 @@ pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
 pub use model::{Model, State};
 pub use sampler::Sampler;
+pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;

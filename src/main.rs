@@ -55,26 +55,35 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[OsString]) -> Result<(), Failure> {
-    if args.is_empty() {
-        eprint!("{USAGE}");
-        return Err(Failure("missing checkpoint argument".into()));
-    }
-    if args.iter().any(|a| a == "-h" || a == "--help") {
+    let Some(first) = args.first() else {
+        return Err(Failure(
+            "missing checkpoint argument (run 'llama2 --help' for usage)".into(),
+        ));
+    };
+    if is_help(first) {
         print!("{USAGE}");
         return Ok(());
     }
-    if args[0] == "tokenize" {
+    if first == "tokenize" {
         let options = Options::parse(&args[1..])?;
+        if options.help {
+            print!("{USAGE}");
+            return Ok(());
+        }
         return tokenize(&options);
     }
-    let checkpoint = &args[0];
+    let checkpoint = first;
     if checkpoint.to_string_lossy().starts_with('-') {
+        let flag = checkpoint.to_string_lossy();
         return Err(Failure(format!(
-            "expected a checkpoint path first, got flag {}",
-            checkpoint.to_string_lossy()
+            "expected a checkpoint path first, got flag {flag} (write ./{flag} for a file of that name)"
         )));
     }
     let options = Options::parse(&args[1..])?;
+    if options.help {
+        print!("{USAGE}");
+        return Ok(());
+    }
     options.configure_threads()?;
 
     let model = Model::open(checkpoint)?;
@@ -87,8 +96,14 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
 }
 
+fn is_help(arg: &OsStr) -> bool {
+    arg == "-h" || arg == "--help"
+}
+
 /// The parsed flags, with run.c's defaults.
 struct Options {
+    /// `-h` or `--help` was given (in place of a flag, not as a flag's value).
+    help: bool,
     temperature: f32,
     top_p: f32,
     seed: u64,
@@ -103,6 +118,7 @@ struct Options {
 impl Options {
     fn parse(args: &[OsString]) -> Result<Options, Failure> {
         let mut options = Options {
+            help: false,
             temperature: 1.0,
             top_p: 0.9,
             seed: 0,
@@ -115,6 +131,10 @@ impl Options {
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
+            if is_help(flag) {
+                options.help = true;
+                return Ok(options);
+            }
             let name = flag.to_string_lossy().into_owned();
             let known = ["-t", "-p", "-s", "-n", "-i", "-z", "-m", "-y", "--threads"];
             if !known.contains(&name.as_str()) {
@@ -248,7 +268,8 @@ fn emit(out: &mut impl Write, bytes: &[u8]) -> Result<bool, Failure> {
 fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
     let sampler = Sampler::new(options.temperature, options.top_p, options.seed)?;
     let prompt = options.prompt.as_deref().unwrap_or(b"");
-    let mut generator = Generator::new(model, tokenizer, sampler, prompt, options.steps)?;
+    let mut generator =
+        Generator::new(model, tokenizer, sampler, prompt, options.steps).map_err(blame_flag)?;
     let mut out = io::stdout().lock();
     // Like run.c, time from the end of the first step, which includes one-off warm-up costs.
     let mut start = None;
@@ -269,9 +290,19 @@ fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(
     Ok(())
 }
 
+/// Name the flag to change when the library refuses to start a run: a prompt it cannot take
+/// (too long, not encodable) is `-i`'s fault, a KV cache too large for memory is `-n`'s.
+fn blame_flag(e: llama2::Error) -> Failure {
+    match e {
+        llama2::Error::InvalidInput(problem) => Failure(format!("-i: {problem}")),
+        e @ llama2::Error::OutOfMemory { .. } => Failure(format!("{e}; a smaller -n needs less")),
+        other => other.into(),
+    }
+}
+
 fn chat(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
     let sampler = Sampler::new(options.temperature, options.top_p, options.seed)?;
-    let mut chat = Chat::new(model, tokenizer, sampler, options.steps)?;
+    let mut chat = Chat::new(model, tokenizer, sampler, options.steps).map_err(blame_flag)?;
     let mut out = io::stdout().lock();
     let mut input = io::stdin().lock();
     let mut system = Vec::new();
@@ -292,11 +323,19 @@ fn chat(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), F
                 None => break,
             },
         };
+        let user_from_flag = options.prompt.is_some() && chat.is_first_turn();
         emit(&mut out, b"Assistant: ")?;
         let mut open = true;
         chat.turn(&system, &user, |bytes| {
             if open {
                 open = matches!(emit(&mut out, bytes), Ok(true));
+            }
+        })
+        .map_err(|e| {
+            if user_from_flag {
+                blame_flag(e)
+            } else {
+                e.into()
             }
         })?;
         if !open {

@@ -51,16 +51,17 @@ impl Matrix<'_> {
         }
     }
 
-    /// `out = self * x`; `scratch` holds the quantized `x` for int8 matrices.
-    pub fn matmul(&self, out: &mut [f32], x: &[f32], scratch: &mut QuantizedVector) {
+    /// `out = self * x`; `scratch` holds the quantized `x` for int8 matrices. The slices must
+    /// have the matrix's shape (the forward pass guarantees it).
+    pub(crate) fn matmul(&self, out: &mut [f32], x: &[f32], scratch: &mut QuantizedVector) {
         match self {
             Matrix::F32 { data, .. } => kernels::matmul(out, data, x),
             Matrix::Q8(m) => quant::matmul(out, m, x, scratch),
         }
     }
 
-    /// Copy (or dequantize) row `row` into `out`.
-    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+    /// Copy (or dequantize) row `row` into `out` (`cols` values; `row` below `rows`).
+    pub(crate) fn row_into(&self, row: usize, out: &mut [f32]) {
         match self {
             Matrix::F32 { data, cols, .. } => {
                 out.copy_from_slice(&data[row * cols..(row + 1) * cols])
@@ -200,8 +201,13 @@ impl Model {
         self.floats(self.checkpoint.layout.final_norm)
     }
 
-    /// The weights of layer `l` (which must be below `n_layers`).
-    pub fn layer(&self, l: usize) -> LayerWeights<'_> {
+    /// The weights of every transformer block, first to last.
+    pub fn layers(&self) -> impl ExactSizeIterator<Item = LayerWeights<'_>> + '_ {
+        (0..self.config().n_layers).map(|l| self.layer(l))
+    }
+
+    /// The weights of layer `l`, which must be below `n_layers`.
+    pub(crate) fn layer(&self, l: usize) -> LayerWeights<'_> {
         let c = self.config();
         let (dim, hidden, kv_dim) = (c.dim, c.hidden_dim, c.kv_dim());
         let r = &self.checkpoint.layout.layers[l];
@@ -233,7 +239,9 @@ impl Model {
     /// next token, `(vocab_size,)`.
     ///
     /// Positions must be fed in order: `pos` may be at most the number of positions already in
-    /// `state` (feeding an earlier position rewinds the state to it).
+    /// `state` (feeding an earlier position rewinds the state to it). Errors if `token` is not in
+    /// the vocabulary, if `pos` is out of order or beyond the state's capacity, or if `state` was
+    /// made by a model of another shape.
     pub fn forward<'s>(
         &self,
         state: &'s mut State,
@@ -243,11 +251,18 @@ impl Model {
         let c = *self.config();
         if token as usize >= c.vocab_size {
             return Err(Error::input(format!(
-                "token {token} is outside the vocabulary of {} tokens",
+                "token {token} is outside the vocabulary of model {} ({} tokens)",
+                self.name(),
                 c.vocab_size
             )));
         }
-        state.kv_cache.start_position(pos)?;
+        if state.config != c {
+            return Err(Error::input(format!(
+                "the state passed to model {} was made for a model of another shape",
+                self.name()
+            )));
+        }
+        state.start_position(pos)?;
         let State {
             x,
             xb,
@@ -260,6 +275,7 @@ impl Model {
             kv_cache,
             rope,
             xq,
+            config: _,
         } = state;
         let attention_shape = AttentionShape {
             n_heads: c.n_heads,
@@ -340,7 +356,7 @@ pub struct State {
     hb: Vec<f32>,
     /// Feed-forward up projection, `(hidden_dim,)`.
     hb2: Vec<f32>,
-    /// Attention scores, `(n_heads, positions)`.
+    /// Attention scores, `(n_heads, positions)`; grows with the positions in use.
     scores: Vec<f32>,
     /// Output logits, `(vocab_size,)`.
     logits: Vec<f32>,
@@ -350,12 +366,22 @@ pub struct State {
     rope: Vec<(f32, f32)>,
     /// The current activation quantized to int8 (int8 models only).
     xq: QuantizedVector,
+    /// The shape of the model this state was made for.
+    config: Config,
 }
 
 impl State {
     fn new(model: &Model, positions: usize) -> Result<State> {
         let c = model.config();
         let what = |buffer: &str| format!("{buffer} of model {}", model.name());
+        // The position-sized buffers first: they are the ones a huge seq_len makes impossible,
+        // and reserving them touches no memory.
+        let kv_what = what(&format!("the KV cache ({positions} positions)"));
+        let kv_cache = KvCache::new(c, positions, &kv_what)?;
+        let scores = reserve(
+            c.n_heads.checked_mul(positions),
+            &what(&format!("attention scores ({positions} positions)")),
+        )?;
         Ok(State {
             x: zeros(c.dim, &what("activations"))?,
             xb: zeros(c.dim, &what("activations"))?,
@@ -363,15 +389,21 @@ impl State {
             q: zeros(c.dim, &what("activations"))?,
             hb: zeros(c.hidden_dim, &what("activations"))?,
             hb2: zeros(c.hidden_dim, &what("activations"))?,
-            scores: zeros(
-                c.n_heads.saturating_mul(positions),
-                &what("attention scores"),
-            )?,
+            scores,
             logits: zeros(c.vocab_size, &what("logits"))?,
-            kv_cache: KvCache::new(c, positions, &what("KV cache"))?,
+            kv_cache,
             rope: vec![(0.0, 0.0); c.head_dim() / 2],
             xq: QuantizedVector::default(),
+            config: *c,
         })
+    }
+
+    /// Make room for position `pos` in the KV cache and the attention scores.
+    fn start_position(&mut self, pos: usize) -> Result<()> {
+        self.kv_cache.start_position(pos)?;
+        // Within capacity, so within what `State::new` reserved: this never reallocates.
+        self.scores.resize(self.config.n_heads * (pos + 1), 0.0);
+        Ok(())
     }
 
     /// Number of positions whose keys and values are in the cache.
@@ -414,22 +446,18 @@ struct KvCache {
 impl KvCache {
     fn new(c: &Config, capacity: usize, what: &str) -> Result<KvCache> {
         let kv_dim = c.kv_dim();
-        let per_layer = kv_dim
-            .checked_mul(capacity)
-            .ok_or_else(|| Error::OutOfMemory {
-                what: what.to_string(),
-                bytes: kv_dim as u128 * capacity as u128 * 4 * 2 * c.n_layers as u128,
-            })?;
-        let reserve = || -> Result<Vec<f32>> {
-            let mut buffer = Vec::new();
-            buffer
-                .try_reserve_exact(per_layer)
-                .map_err(|_| Error::OutOfMemory {
-                    what: what.to_string(),
-                    bytes: per_layer as u128 * 4 * 2 * c.n_layers as u128,
-                })?;
-            Ok(buffer)
+        // Keys and values of every layer. Each buffer is reserved separately, so check that the
+        // whole could even be addressed before reserving any of it.
+        let total_bytes = kv_dim as u128 * capacity as u128 * 4 * 2 * c.n_layers as u128;
+        let out_of_memory = || Error::OutOfMemory {
+            what: what.to_string(),
+            bytes: total_bytes,
         };
+        if total_bytes > isize::MAX as u128 {
+            return Err(out_of_memory());
+        }
+        let per_layer = kv_dim.checked_mul(capacity);
+        let reserve = || reserve(per_layer, what).map_err(|_| out_of_memory());
         let mut keys = Vec::with_capacity(c.n_layers);
         let mut values = Vec::with_capacity(c.n_layers);
         for _ in 0..c.n_layers {
@@ -496,13 +524,20 @@ fn copy_misaligned_scales(checkpoint: &Checkpoint) -> BTreeMap<usize, Vec<f32>> 
 
 /// A zeroed buffer of `len` floats, or an error instead of an abort if memory runs out.
 fn zeros(len: usize, what: &str) -> Result<Vec<f32>> {
-    let mut buffer = Vec::new();
-    buffer
-        .try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory {
-            what: what.to_string(),
-            bytes: len as u128 * 4,
-        })?;
+    let mut buffer = reserve(Some(len), what)?;
     buffer.resize(len, 0.0);
+    Ok(buffer)
+}
+
+/// An empty buffer with room for `len` floats (`None`: more than `usize` can count), or an error
+/// instead of an abort if they cannot be reserved. Reserving touches no memory.
+fn reserve(len: Option<usize>, what: &str) -> Result<Vec<f32>> {
+    let out_of_memory = || Error::OutOfMemory {
+        what: what.to_string(),
+        bytes: len.map_or(u128::MAX, |n| n as u128 * 4),
+    };
+    let len = len.ok_or_else(out_of_memory)?;
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(len).map_err(|_| out_of_memory())?;
     Ok(buffer)
 }

@@ -49,7 +49,8 @@ impl Sampler {
         self.top_p
     }
 
-    /// Choose a token. The logits are overwritten (with probabilities, when sampling).
+    /// Choose a token: an index into `logits`, which are overwritten (with probabilities, when
+    /// sampling). Any logits give an index, NaNs included; an empty slice gives 0.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         if self.temperature == 0.0 {
             return argmax(logits);
@@ -76,7 +77,7 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value; the first one on ties.
+/// Index of the largest value; the first one on ties (0 for an empty slice).
 pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate().skip(1) {
@@ -87,7 +88,8 @@ pub fn argmax(values: &[f32]) -> u32 {
     best as u32
 }
 
-/// Sample an index from `probabilities` (summing to 1) with `coin` in `[0, 1)`.
+/// Sample an index from `probabilities` (summing to 1) with `coin` in `[0, 1)`; the last index
+/// if rounding leaves the coin above the total, 0 for an empty slice.
 pub fn sample_multinomial(probabilities: &[f32], coin: f32) -> u32 {
     let mut cdf = 0.0f32;
     for (i, &p) in probabilities.iter().enumerate() {

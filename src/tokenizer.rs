@@ -137,16 +137,24 @@ impl Tokenizer {
         self.max_token_length
     }
 
-    /// The bytes of token `id` as stored (a space where SentencePiece writes `▁`).
-    pub fn piece(&self, id: u32) -> &[u8] {
+    /// The bytes of token `id` as stored (a space where SentencePiece writes `▁`), or `None` if
+    /// `id` is not in the vocabulary.
+    pub fn piece(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
+        let end = *self.ends.get(i)?;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        Some(&self.bytes[start..end])
     }
 
-    /// The merge score of token `id`.
-    pub fn score(&self, id: u32) -> f32 {
-        self.scores[id as usize]
+    /// The merge score of token `id`, or `None` if `id` is not in the vocabulary.
+    pub fn score(&self, id: u32) -> Option<f32> {
+        self.scores.get(id as usize).copied()
+    }
+
+    /// The piece of an id known to be in the vocabulary (encoding only makes such ids); empty
+    /// otherwise rather than a panic.
+    fn known_piece(&self, id: u32) -> &[u8] {
+        self.piece(id).unwrap_or_default()
     }
 
     /// Id of the token spelled exactly `piece`, if any.
@@ -261,10 +269,10 @@ impl Tokenizer {
         right: usize,
     ) {
         scratch.clear();
-        scratch.extend_from_slice(self.piece(symbols[left]));
-        scratch.extend_from_slice(self.piece(symbols[right]));
+        scratch.extend_from_slice(self.known_piece(symbols[left]));
+        scratch.extend_from_slice(self.known_piece(symbols[right]));
         if let Some(merged) = self.lookup(scratch) {
-            let score = self.score(merged);
+            let score = self.scores[merged as usize];
             // run.c keeps a pair only if its score beats -1e10 (so NaN never merges).
             if score > MIN_MERGE_SCORE {
                 heap.push(Candidate {
@@ -281,15 +289,22 @@ impl Tokenizer {
 
     /// The bytes token `token` stands for when it follows `prev`, as `run.c` decodes them: no
     /// leading space right after BOS, and `<0xXX>` byte tokens turned into the byte itself.
-    pub fn decode(&self, prev: u32, token: u32) -> &[u8] {
-        let mut piece = self.piece(token);
+    ///
+    /// Errors if `token` is not in the vocabulary (`prev` may be anything).
+    pub fn decode(&self, prev: u32, token: u32) -> Result<&[u8]> {
+        let mut piece = self.piece(token).ok_or_else(|| {
+            Error::input(format!(
+                "token {token} is outside the tokenizer's vocabulary of {} tokens",
+                self.vocab_size()
+            ))
+        })?;
         if prev == BOS && piece.first() == Some(&b' ') {
             piece = &piece[1..];
         }
-        match parse_byte_token(piece) {
+        Ok(match parse_byte_token(piece) {
             Some(byte) => &BYTES[byte as usize..byte as usize + 1],
             None => piece,
-        }
+        })
     }
 }
 

@@ -88,7 +88,7 @@ fn decoding_reverses_encoding_for_printable_text() {
     let tokens = tokenizer.encode(text.as_bytes(), true, false).unwrap();
     let mut decoded = Vec::new();
     for pair in tokens.windows(2) {
-        decoded.extend_from_slice(tokenizer.decode(pair[0], pair[1]));
+        decoded.extend_from_slice(tokenizer.decode(pair[0], pair[1]).unwrap());
     }
     assert_eq!(String::from_utf8(decoded).unwrap(), text);
 }
@@ -129,10 +129,10 @@ fn naive_encode(tokenizer: &Tokenizer, text: &[u8]) -> Vec<u32> {
     loop {
         let mut best: Option<(f32, usize, u32)> = None;
         for i in 0..tokens.len().saturating_sub(1) {
-            let mut pair = tokenizer.piece(tokens[i]).to_vec();
-            pair.extend_from_slice(tokenizer.piece(tokens[i + 1]));
+            let mut pair = tokenizer.piece(tokens[i]).unwrap().to_vec();
+            pair.extend_from_slice(tokenizer.piece(tokens[i + 1]).unwrap());
             if let Some(id) = tokenizer.lookup(&pair) {
-                let score = tokenizer.score(id);
+                let score = tokenizer.score(id).unwrap();
                 if score > best.map_or(-1e10, |b| b.0) {
                     best = Some((score, i, id));
                 }
