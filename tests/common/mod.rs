@@ -78,3 +78,70 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// How long any one run of the binary may take before a test calls it hung. Generous: it only
+/// catches hangs, it does not measure speed.
+pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Run the binary like [`llama2`], but kill it and fail the test if it runs past [`HANG_LIMIT`].
+pub fn llama2_guarded(args: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
+    use std::io::{Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llama2"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the llama2 binary runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout is piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr is piped")));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for llama2") {
+            break status;
+        }
+        if started.elapsed() > HANG_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("llama2 {args:?} hung for more than {HANG_LIMIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    writer.join().expect("stdin writer finishes");
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader finishes"),
+        stderr: stderr.join().expect("stderr reader finishes"),
+    }
+}
+
+/// Check that a run failed the way every bad input must: exit code 1 (not a signal), exactly
+/// one line on stderr that starts with `llama2: ` and contains `names` (the file or flag at
+/// fault), no panic message, and nothing on stdout.
+pub fn assert_clean_failure(output: &Output, names: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let context = format!("(expected an error naming {names:?}) stderr: {stderr:?}");
+    assert_eq!(output.status.code(), Some(1), "{context}");
+    assert_eq!(stderr.lines().count(), 1, "{context}");
+    assert!(stderr.ends_with('\n'), "{context}");
+    assert!(stderr.starts_with("llama2: "), "{context}");
+    assert!(stderr.contains(names), "{context}");
+    assert!(!stderr.contains("panicked"), "{context}");
+    assert!(
+        output.stdout.is_empty(),
+        "{context} stdout: {:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
