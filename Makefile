@@ -5,7 +5,7 @@ MODEL ?= tests/models/stories260K.bin
 TOKENIZER ?= tests/models/tok512.bin
 ARGS ?=
 
-.PHONY: build run test lint bench clean
+.PHONY: build run test lint examples bench clean
 
 build:
 	$(CARGO) build --release
@@ -25,6 +25,11 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+# Run both examples on the bundled model.
+examples:
+	$(CARGO) run --release --example story -- $(MODEL) $(TOKENIZER) "Once upon a time"
+	$(CARGO) run --release --example embedded
 
 clean:
 	$(CARGO) clean

@@ -69,3 +69,8 @@ pub use model::{Model, State};
 pub use sampler::Sampler;
 pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;
+
+/// The README's code must compile and run too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
