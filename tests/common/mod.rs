@@ -24,31 +24,23 @@ pub fn stories260k_q8() -> PathBuf {
     repo("tests/models/stories260K-q8.bin")
 }
 
+/// stories260K rewritten in the version 1 layout (float32 with a 256-byte header).
+pub fn stories260k_v1_bytes() -> Vec<u8> {
+    use llama2::convert::{write_float, FloatTensors};
+    let model = llama2::Model::open(stories260k()).expect("stories260K loads");
+    let mut bytes = Vec::new();
+    write_float(
+        &mut bytes,
+        &FloatTensors::from_model(&model),
+        llama2::Format::Float32V1,
+    )
+    .expect("writing to memory cannot fail");
+    bytes
+}
+
 /// The Llama 2 32000-token tokenizer.
 pub fn llama_tokenizer() -> PathBuf {
     repo("tokenizer.bin")
-}
-
-/// Run the `llama2` binary with `args` and `stdin`, returning its output.
-pub fn llama2(args: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llama2"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the llama2 binary runs");
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child
-        .wait_with_output()
-        .expect("the llama2 binary finishes");
-    writer.join().expect("stdin writer finishes");
-    output
 }
 
 /// Run the binary with string arguments and no stdin.
@@ -83,8 +75,9 @@ impl Drop for TempDir {
 /// catches hangs, it does not measure speed.
 pub const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Run the binary like [`llama2`], but kill it and fail the test if it runs past [`HANG_LIMIT`].
-pub fn llama2_guarded(args: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
+/// Run the `llama2` binary with `args` and `stdin`, returning its output. A run that takes
+/// longer than [`HANG_LIMIT`] is killed and fails the test.
+pub fn llama2(args: &[&std::ffi::OsStr], stdin: &[u8]) -> Output {
     use std::io::{Read, Write};
     let mut child = Command::new(env!("CARGO_BIN_EXE_llama2"))
         .args(args)
