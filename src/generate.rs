@@ -244,8 +244,9 @@ impl<'a> Chat<'a> {
     /// ends its turn or the context is full. `output` receives exactly the bytes `run.c` prints
     /// during the turn (the answer's pieces, and a newline where the model produced EOS).
     ///
-    /// A message that does not fit in what is left of the context is refused with an error
-    /// before anything is run, so the conversation can go on with a shorter one.
+    /// As in `run.c`, a message that does not fit in what is left of the conversation is run
+    /// until the context is full. A message longer than the model's whole context is refused
+    /// with an error before anything is run, so the conversation can go on with a shorter one.
     pub fn turn(
         &mut self,
         system: &[u8],
@@ -254,13 +255,13 @@ impl<'a> Chat<'a> {
     ) -> Result<()> {
         let rendered = self.render(system, user);
         let prompt = self.tokenizer.encode(&rendered, true, false)?;
-        let left = self.steps - self.pos.min(self.steps);
-        if prompt.len() > left {
+        let context = self.model.config().seq_len;
+        if prompt.len() > context {
             return Err(Error::input(format!(
-                "the chat message is {} tokens but only {left} of the {} positions of the \
-                 conversation are left",
+                "the chat message is {} tokens, longer than the {context}-position context of \
+                 model {}",
                 prompt.len(),
-                self.steps
+                self.model.name()
             )));
         }
         let mut used = 0;

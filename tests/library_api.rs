@@ -127,17 +127,27 @@ fn a_prompt_longer_than_the_context_is_an_error() {
 }
 
 #[test]
-fn chat_refuses_a_message_that_does_not_fit_and_goes_on() {
+fn chat_refuses_a_message_longer_than_the_context_and_goes_on() {
     let (model, tokenizer) = (model(), tokenizer());
     let mut chat = Chat::new(&model, &tokenizer, greedy(), 64).unwrap();
     let mut said = Vec::new();
-    let long = "word ".repeat(30);
+    let long = "word ".repeat(200); // 601 tokens, more than the model's 512 positions
     let refused = chat.turn(b"", long.as_bytes(), |bytes| said.extend_from_slice(bytes));
     assert!(matches!(refused, Err(Error::InvalidInput(_))));
     assert!(said.is_empty() && chat.is_first_turn(), "nothing ran");
     chat.turn(b"", b"Hi", |bytes| said.extend_from_slice(bytes))
         .unwrap();
     assert!(!chat.is_first_turn());
+    // A message longer than what is left of the conversation runs until it is full, as in run.c.
+    let mut short = Chat::new(&model, &tokenizer, greedy(), 8).unwrap();
+    let mut said = Vec::new();
+    let message = "word ".repeat(30);
+    short
+        .turn(b"", message.as_bytes(), |bytes| {
+            said.extend_from_slice(bytes)
+        })
+        .unwrap();
+    assert!(short.is_finished() && said.is_empty());
 }
 
 #[test]
