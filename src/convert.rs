@@ -383,10 +383,10 @@ pub fn write_int8(out: &mut impl Write, t: &FloatTensors, group_size: usize) -> 
     }
     let mut max_error = 0.0f32;
     for m in matrices {
-        let (values, scales, error) = quant::quantize_tensor(m, group_size);
-        max_error = max_error.max(error);
-        out.write_all(&values.iter().map(|&v| v as u8).collect::<Vec<u8>>())?;
-        write_f32s(out, &scales)?;
+        let q = quant::quantize_tensor(m, group_size);
+        max_error = max_error.max(q.max_error);
+        out.write_all(&q.values.iter().map(|&v| v as u8).collect::<Vec<u8>>())?;
+        write_f32s(out, &q.scales)?;
     }
     Ok(max_error)
 }

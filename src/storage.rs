@@ -122,7 +122,7 @@ impl Storage {
 
     /// True when the `f32` at byte `offset` can be borrowed in place.
     pub fn is_f32_aligned(&self, offset: usize) -> bool {
-        (self.bytes().as_ptr() as usize + offset) % std::mem::align_of::<f32>() == 0
+        (self.bytes().as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<f32>())
     }
 
     /// Copy `len` little-endian `f32` starting at any byte `offset`.
@@ -135,5 +135,5 @@ impl Storage {
 }
 
 fn is_aligned(bytes: &[u8]) -> bool {
-    bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0
+    (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>())
 }
