@@ -4,14 +4,18 @@
 //! model, dequantized from an int8 one, or made up ([`FloatTensors::random`]) for tests and
 //! benchmarks that need a model of a given shape without downloading one. The `write_*`
 //! functions lay them out exactly as llama2.c's `export.py` does, so `run.c` and `runq.c` read
-//! what we write.
+//! what we write. [`quantize_to_file`] is `llama2 quantize`: a float checkpoint in, an int8 one
+//! out, with a group size that keeps every row on group boundaries.
 //!
 //! Reading checkpoints is [`crate::checkpoint`]'s job, not this module's.
 
 use std::borrow::Cow;
+use std::fs;
 use std::io::{self, Write};
+use std::path::Path;
 
 use crate::checkpoint::{Config, Format, MAGIC, VERSIONED_HEADER_BYTES};
+use crate::error::{Error, Result};
 use crate::model::{Matrix, Model};
 use crate::quant;
 
@@ -388,6 +392,95 @@ pub fn write_int8(out: &mut impl Write, t: &FloatTensors, group_size: usize) -> 
         out.write_all(&q.values.iter().map(|&v| v as u8).collect::<Vec<u8>>())?;
         write_f32s(out, &q.scales)?;
     }
+    Ok(max_error)
+}
+
+/// The group size `llama2 quantize` uses unless told otherwise: the largest of at most
+/// `limit` that divides every row length (`dim` and `hidden_dim`), so that no group straddles
+/// two rows and the fast int8 kernels apply.
+pub fn largest_row_aligned_group_size(config: &Config, limit: usize) -> usize {
+    let rows = gcd(config.dim, config.hidden_dim);
+    (1..=limit.min(rows))
+        .rev()
+        .find(|gs| rows.is_multiple_of(*gs))
+        .unwrap_or(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Check that `group_size` can quantize `config`'s matrices with no group straddling a row.
+pub fn check_group_size(config: &Config, group_size: usize) -> Result<()> {
+    if group_size == 0 {
+        return Err(Error::input("group size must be at least 1"));
+    }
+    let largest = largest_row_aligned_group_size(config, usize::MAX);
+    if !largest.is_multiple_of(group_size) {
+        return Err(Error::input(format!(
+            "group size {group_size} does not divide the row lengths (dim {}, hidden_dim {}); \
+             use a divisor of {largest}",
+            config.dim, config.hidden_dim
+        )));
+    }
+    Ok(())
+}
+
+/// What [`quantize_to_file`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Quantized {
+    /// The group size used.
+    pub group_size: usize,
+    /// The largest `|dequantized - original|` over all matrices.
+    pub max_error: f32,
+}
+
+/// Quantize a float model into a version 2 (int8) checkpoint at `path`, in groups of
+/// `group_size` (see [`check_group_size`]; `None` picks
+/// [`largest_row_aligned_group_size`] of at most 64).
+///
+/// The file is written beside `path` under a temporary name and renamed into place at the end,
+/// so a failure leaves no half-written checkpoint, and `path` may even be the model's own file
+/// (which stays mapped, unharmed, until the model is dropped).
+pub fn quantize_to_file(
+    model: &Model,
+    path: &Path,
+    group_size: Option<usize>,
+) -> Result<Quantized> {
+    if let Format::Int8V2 { .. } = model.format() {
+        return Err(Error::input(format!(
+            "{} is already an int8 (version 2) checkpoint; quantize a float one",
+            model.name()
+        )));
+    }
+    let config = model.config();
+    let group_size = group_size.unwrap_or_else(|| largest_row_aligned_group_size(config, 64));
+    check_group_size(config, group_size)?;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".partial-{}", std::process::id()));
+    let partial = std::path::PathBuf::from(partial);
+    let written = write_int8_file(&partial, &FloatTensors::from_model(model), group_size)
+        .and_then(|max_error| fs::rename(&partial, path).map(|()| max_error));
+    match written {
+        Ok(max_error) => Ok(Quantized {
+            group_size,
+            max_error,
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            Err(Error::io(path, e))
+        }
+    }
+}
+
+fn write_int8_file(path: &Path, t: &FloatTensors, group_size: usize) -> io::Result<f32> {
+    let mut out = io::BufWriter::new(fs::File::create(path)?);
+    let max_error = write_int8(&mut out, t, group_size)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(max_error)
 }
 

@@ -7,11 +7,12 @@ use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use llama2::{evaluate, Chat, Generator, Model, Sampler, Tokenizer};
+use llama2::{convert, evaluate, Chat, Generator, Model, Sampler, Tokenizer};
 
 const USAGE: &str = "\
 Usage:   llama2 <checkpoint> [options]
          llama2 tokenize [-z <tokenizer>] [-i <text>]
+         llama2 quantize <float checkpoint> <int8 output> [--group-size <int>]
 Example: llama2 model.bin -n 256 -i \"Once upon a time\"
 Options:
   -t <float>  temperature in [0,inf], default 1.0
@@ -26,6 +27,8 @@ Options:
   -h, --help  print this help
 Commands:
   tokenize    print the token ids of the text (BOS first), one line
+  quantize    write an int8 (version 2) copy of a float checkpoint; the group size defaults
+              to the largest of at most 64 that divides every row length
 ";
 
 /// What went wrong, as one line for stderr.
@@ -71,6 +74,9 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
             return Ok(());
         }
         return tokenize(&options);
+    }
+    if first == "quantize" {
+        return quantize(&args[1..]);
     }
     let checkpoint = first;
     if checkpoint.to_string_lossy().starts_with('-') {
@@ -397,5 +403,47 @@ fn tokenize(options: &Options) -> Result<(), Failure> {
     let ids = tokenizer.encode(&text, true, false)?;
     let line: Vec<String> = ids.iter().map(u32::to_string).collect();
     println!("{}", line.join(" "));
+    Ok(())
+}
+
+/// `llama2 quantize IN OUT [--group-size N]`.
+fn quantize(args: &[OsString]) -> Result<(), Failure> {
+    let mut paths = Vec::new();
+    let mut group_size = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if is_help(arg) {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        if arg == "--group-size" {
+            let value = rest
+                .next()
+                .ok_or_else(|| Failure("flag --group-size needs a value".into()))?;
+            group_size = Some(number::<usize>("--group-size", value)?);
+        } else if arg.to_string_lossy().starts_with('-') {
+            return Err(Failure(format!(
+                "quantize: unknown flag {} (run 'llama2 --help' for usage)",
+                arg.to_string_lossy()
+            )));
+        } else {
+            paths.push(arg);
+        }
+    }
+    let [input, output] = paths[..] else {
+        return Err(Failure(
+            "quantize: expected an input and an output path: \
+             llama2 quantize <float checkpoint> <int8 output> [--group-size <int>]"
+                .into(),
+        ));
+    };
+    let model = Model::open(input)?;
+    let result = convert::quantize_to_file(&model, output.as_ref(), group_size)?;
+    println!(
+        "wrote {}: group size {}, largest quantization error {}",
+        output.to_string_lossy(),
+        result.group_size,
+        result.max_error
+    );
     Ok(())
 }

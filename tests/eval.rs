@@ -1,0 +1,205 @@
+//! `evaluate` and `-m eval` against a naive teacher-forced forward pass written here from the
+//! plain kernels, on stories260K and on a small random model whose short context forces the
+//! text into several windows.
+
+mod common;
+
+use common::*;
+use llama2::checkpoint::{Config, Format};
+use llama2::convert::{write_float, write_int8, FloatTensors};
+use llama2::kernels::plain;
+use llama2::{evaluate, Model, Tokenizer};
+
+/// The obviously correct forward pass: plain kernels, fresh buffers, one KV cache per layer.
+struct NaiveTransformer<'a> {
+    t: FloatTensors<'a>,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl NaiveTransformer<'_> {
+    fn new(model: &Model) -> NaiveTransformer<'_> {
+        let layers = model.config().n_layers;
+        NaiveTransformer {
+            t: FloatTensors::from_model(model),
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+        }
+    }
+
+    fn logits(&mut self, token: u32, pos: usize) -> Vec<f32> {
+        let c = self.t.config;
+        let (dim, kv_dim, head_dim) = (c.dim, c.kv_dim(), c.head_dim());
+        let matmul = |w: &[f32], x: &[f32], rows: usize| {
+            let mut out = vec![0.0; rows];
+            plain::matmul(&mut out, w, x);
+            out
+        };
+        let norm = |x: &[f32], weight: &[f32]| {
+            let mut out = vec![0.0; x.len()];
+            plain::rms_norm(&mut out, x, weight);
+            out
+        };
+        let t = token as usize;
+        let mut x = self.t.token_embedding[t * dim..(t + 1) * dim].to_vec();
+        for (l, w) in self.t.layers.iter().enumerate() {
+            let xb = norm(&x, &w.attn_norm);
+            let mut q = matmul(&w.wq, &xb, dim);
+            let mut k = matmul(&w.wk, &xb, kv_dim);
+            let v = matmul(&w.wv, &xb, kv_dim);
+            plain::rope(&mut q, pos, head_dim);
+            plain::rope(&mut k, pos, head_dim);
+            self.keys[l].truncate(pos * kv_dim);
+            self.keys[l].extend(k);
+            self.values[l].truncate(pos * kv_dim);
+            self.values[l].extend(v);
+            let mut attended = vec![0.0; dim];
+            plain::attention(
+                &mut attended,
+                &q,
+                &self.keys[l],
+                &self.values[l],
+                pos + 1,
+                c.n_heads,
+                c.kv_mul(),
+                head_dim,
+            );
+            for (xi, o) in x.iter_mut().zip(matmul(&w.wo, &attended, dim)) {
+                *xi += o;
+            }
+            let xb = norm(&x, &w.ffn_norm);
+            let mut gate = matmul(&w.w1, &xb, c.hidden_dim);
+            let up = matmul(&w.w3, &xb, c.hidden_dim);
+            plain::swiglu(&mut gate, &up);
+            for (xi, o) in x.iter_mut().zip(matmul(&w.w2, &gate, dim)) {
+                *xi += o;
+            }
+        }
+        let x = norm(&x, &self.t.final_norm);
+        matmul(&self.t.classifier, &x, c.vocab_size)
+    }
+}
+
+/// Mean `-ln p(next token)` over the text (BOS first), restarting the context every `seq_len`
+/// predictions.
+fn naive_loss(model: &Model, tokenizer: &Tokenizer, text: &[u8]) -> (usize, f64) {
+    let tokens = tokenizer.encode(text, true, false).unwrap();
+    let seq_len = model.config().seq_len;
+    let mut naive = NaiveTransformer::new(model);
+    let mut total = 0.0f64;
+    for i in 0..tokens.len() - 1 {
+        let logits = naive.logits(tokens[i], i % seq_len);
+        let log_sum: f64 = logits.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+        total += log_sum - logits[tokens[i + 1] as usize] as f64;
+    }
+    (tokens.len() - 1, total / (tokens.len() - 1) as f64)
+}
+
+fn story_text() -> Vec<u8> {
+    std::fs::read(repo("tests/expected/stories260K_t1.0_p0.9_s133742.txt")).unwrap()
+}
+
+fn tok() -> Tokenizer {
+    Tokenizer::open(tok512(), 512).unwrap()
+}
+
+#[test]
+fn stories260k_loss_equals_the_naive_forward_pass() {
+    let model = Model::open(stories260k()).unwrap();
+    let text = story_text();
+    let result = evaluate(&model, &tok(), &text).unwrap();
+    let (tokens, loss) = naive_loss(&model, &tok(), &text);
+    assert_eq!(result.tokens, tokens);
+    assert!(tokens > 100);
+    assert!(
+        (result.loss - loss).abs() < 0.002,
+        "{} vs {loss}",
+        result.loss
+    );
+    assert!((result.perplexity() - loss.exp()).abs() < 0.01);
+}
+
+/// A small random model with a context of 16, so a story is scored in many windows.
+fn short_context_model(format: Format) -> Model {
+    let config = Config {
+        dim: 32,
+        hidden_dim: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 512,
+        seq_len: 16,
+        shared_classifier: false,
+    };
+    let tensors = FloatTensors::random(config, 11);
+    let mut bytes = Vec::new();
+    match format {
+        Format::Int8V2 { group_size } => {
+            write_int8(&mut bytes, &tensors, group_size).unwrap();
+        }
+        float => write_float(&mut bytes, &tensors, float).unwrap(),
+    }
+    Model::from_bytes(bytes).unwrap()
+}
+
+#[test]
+fn texts_longer_than_the_context_are_scored_in_windows() {
+    let text = story_text();
+    for format in [Format::Legacy, Format::Float32V1] {
+        let model = short_context_model(format);
+        let result = evaluate(&model, &tok(), &text).unwrap();
+        let (tokens, loss) = naive_loss(&model, &tok(), &text);
+        assert!(tokens > 8 * model.config().seq_len);
+        assert_eq!(result.tokens, tokens);
+        assert!(
+            (result.loss - loss).abs() < 0.002,
+            "{} vs {loss}",
+            result.loss
+        );
+    }
+    // Int8 is close to float maths on its own dequantized weights; the difference is what
+    // quantizing the activations costs.
+    let int8 = short_context_model(Format::Int8V2 { group_size: 32 });
+    let result = evaluate(&int8, &tok(), &text).unwrap();
+    let (_, loss) = naive_loss(&int8, &tok(), &text);
+    assert!(
+        (result.loss - loss).abs() < 0.02,
+        "{} vs {loss}",
+        result.loss
+    );
+}
+
+#[test]
+fn eval_mode_reads_the_text_from_the_flag_or_stdin() {
+    let text = story_text();
+    let model = Model::open(stories260k()).unwrap();
+    let expected = evaluate(&model, &tok(), &text).unwrap();
+    let line = format!(
+        "tokens {}, loss {:.4} nats, perplexity {:.4}\n",
+        expected.tokens,
+        expected.loss,
+        expected.loss.exp()
+    );
+    let (model, tok) = (stories260k(), tok512());
+    let base = [
+        model.as_os_str(),
+        "-z".as_ref(),
+        tok.as_os_str(),
+        "-m".as_ref(),
+        "eval".as_ref(),
+    ];
+    let from_stdin = llama2(&base, &text);
+    assert!(from_stdin.status.success());
+    assert_eq!(String::from_utf8_lossy(&from_stdin.stdout), line);
+    let mut with_flag = base.to_vec();
+    let text_arg = std::ffi::OsString::from(String::from_utf8(text).unwrap());
+    with_flag.extend(["-i".as_ref(), text_arg.as_os_str()]);
+    let from_flag = llama2(&with_flag, b"");
+    assert_eq!(String::from_utf8_lossy(&from_flag.stdout), line);
+
+    let empty = llama2(&base, b"");
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert_eq!(empty.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("nothing to evaluate"), "{stderr}");
+}
