@@ -69,13 +69,29 @@ impl<'a> Block<'a> {
     /// Ask for the scales of the next block (of as many rows as this one).
     fn prefetch_next_scales(&self) {
         let next = self.scales.as_ptr().wrapping_add(self.scales.len());
-        let floats_per_line = 16;
-        for line in (0..self.scales.len()).step_by(floats_per_line) {
+        for line in (0..self.scales.len()).step_by(CACHE_LINE / 4) {
             // SAFETY: as in `prefetch`.
             unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line).cast()) };
         }
     }
 }
+
+/// Ask for the first rows of a range (and their scales): the blocks ask for the rows
+/// [`PREFETCH_ROWS`] ahead of themselves, which leaves the first ones to this.
+fn prefetch_first_rows(w: &Q8Matrix, first_row: usize, rows: usize) {
+    let block = Block::new(w, first_row, rows.min(PREFETCH_ROWS));
+    for at in (0..block.values.len()).step_by(CACHE_LINE) {
+        block.prefetch(at);
+    }
+    for at in (0..block.scales.len()).step_by(CACHE_LINE / 4) {
+        let scale = block.scales.as_ptr().wrapping_add(at);
+        // SAFETY: as in `Block::prefetch`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(scale.cast()) };
+    }
+}
+
+/// Bytes per cache line.
+const CACHE_LINE: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 VNNI
@@ -95,6 +111,7 @@ pub unsafe fn rows_avx512_vnni(
     first_row: usize,
     x: &QuantizedVector,
 ) {
+    prefetch_first_rows(w, first_row, out.len());
     let mut blocks = out.chunks_exact_mut(ROWS_512);
     let mut row = first_row;
     for block in &mut blocks {
@@ -319,6 +336,7 @@ const CHUNK_256: usize = 32;
 /// multiple of 4 values, and `x` quantized in the same groups.
 #[target_feature(enable = "avx2")]
 pub unsafe fn rows_avx2(out: &mut [f32], w: &Q8Matrix, first_row: usize, x: &QuantizedVector) {
+    prefetch_first_rows(w, first_row, out.len());
     let mut blocks = out.chunks_exact_mut(ROWS_256);
     let mut row = first_row;
     for block in &mut blocks {
