@@ -15,7 +15,7 @@ const MIN_CASES: usize = 50;
 fn decode_hex(line: &str, file: &Path) -> Vec<u8> {
     let line = line.trim();
     assert!(
-        line.len() % 2 == 0,
+        line.len().is_multiple_of(2),
         "{}: odd-length hex line {line:?}",
         file.display()
     );
