@@ -250,12 +250,7 @@ fn quantize_command_errors_are_one_line() {
         ),
     ];
     for &(args, expected) in cases {
-        let output = llama2_str(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
-        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_clean_failure(&llama2_str(args), expected);
     }
     assert_eq!(
         std::fs::read_dir(&dir.0).unwrap().count(),
