@@ -243,8 +243,15 @@ pub fn matmul(out: &mut [f32], w: &Q8Matrix, x: &[f32], scratch: &mut QuantizedV
 
 /// `out = W x` for a matrix whose rows are aligned to its groups and an `x` already quantized
 /// in the same groups, using `kernel` (or [`Kernel::Plain`] where `kernel` cannot run `w`).
+///
+/// # Panics
+/// If `x` was not quantized from a vector of `w.cols` values in `w`'s groups.
 pub fn matmul_quantized(kernel: Kernel, out: &mut [f32], w: &Q8Matrix, x: &QuantizedVector) {
     debug_assert_eq!(out.len(), w.rows);
+    assert!(
+        x.values.len() == w.cols.next_multiple_of(CHUNK) && x.scales.len() * w.group_size == w.cols,
+        "the activations were quantized for another matrix"
+    );
     let kernel = if kernel.handles(w) {
         kernel
     } else {

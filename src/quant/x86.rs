@@ -380,8 +380,7 @@ fn block_avx2(block: &Block, x: &QuantizedVector) -> __m256 {
     let mut group_sums = _mm256_setzero_si256();
     for start in (0..block.cols).step_by(CHUNK_256) {
         let len = (block.cols - start).min(CHUNK_256);
-        // SAFETY: `x.values` is padded with zeros to a multiple of CHUNK (64) past `cols`.
-        let xc = unsafe { _mm256_loadu_si256(x.values.as_ptr().add(start).cast()) };
+        let xc = load_up_to_32(&x.values[start..start + CHUNK_256]);
         let mut quads = [_mm256_setzero_si256(); ROWS_256];
         for (r, quad) in quads.iter_mut().enumerate() {
             let at = r * block.cols + start;
