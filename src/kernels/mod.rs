@@ -11,6 +11,8 @@
 pub mod parallel;
 pub mod plain;
 pub mod simd;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// RMSNorm with llama2.c's epsilon: `out = weight * x / sqrt(mean(x^2) + 1e-5)`.
 ///
@@ -113,6 +115,32 @@ pub fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
     });
 }
 
+/// Matrix-matrix product for a batch of `m` activation rows: `out = X Wᵀ`, with `xs` of shape
+/// `(m, cols)` (`cols > 0`), row-major `W` of shape `(rows, cols)` and `out` of shape `(m, rows)`.
+///
+/// Each weight is read once for the whole batch (the point of batching a prompt), and each row
+/// of `out` is bit for bit what [`matmul`] gives for that row of `xs`. `transposed` is scratch of
+/// at least `m * rows` values: threads write whole weight rows, which are columns of `out`, so
+/// they write them as rows there and the result is transposed at the end.
+pub fn matmul_batch(out: &mut [f32], w: &[f32], xs: &[f32], cols: usize, transposed: &mut [f32]) {
+    let (rows, m) = (w.len() / cols, xs.len() / cols);
+    debug_assert_eq!(out.len(), m * rows);
+    if m == 0 {
+        return;
+    }
+    let transposed = &mut transposed[..m * rows];
+    parallel::for_each_row_group(transposed, m, m * cols, |first_row, block| {
+        let block_rows = block.len() / m;
+        let w_rows = &w[first_row * cols..(first_row + block_rows) * cols];
+        simd::matmul_t(block, w_rows, xs, cols);
+    });
+    for (i, column) in transposed.chunks_exact(m).enumerate() {
+        for (t, &v) in column.iter().enumerate() {
+            out[t * rows + i] = v;
+        }
+    }
+}
+
 /// Shapes of one attention call, shared by all heads.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
@@ -151,6 +179,51 @@ pub fn attention(
     });
 }
 
+/// Causal attention for a batch of `m` consecutive query positions `start..start + m`: the query
+/// at `start + t` attends over cached positions `0..=start + t`, exactly as [`attention`] does
+/// for it alone.
+///
+/// * `out` and `q`: `(m, n_heads * head_dim)`
+/// * `keys` and `values`: `(start + m, kv_dim)`, the batch's own positions included
+/// * `scores`: scratch of at least `m * n_heads * (start + m)`
+pub fn attention_batch(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scores: &mut [f32],
+    start: usize,
+    shape: AttentionShape,
+) {
+    let AttentionShape {
+        n_heads,
+        head_dim,
+        kv_dim,
+        kv_mul,
+    } = shape;
+    let dim = n_heads * head_dim;
+    let m = q.len() / dim;
+    // Every query gets room for the longest row of scores, that of the batch's last position.
+    let stride = start + m;
+    let scores = &mut scores[..m * n_heads * stride];
+    let work = m * n_heads * stride * head_dim;
+    parallel::for_each_head(out, scores, head_dim, stride, work, |i, out_head, att| {
+        let (t, h) = (i / n_heads, i % n_heads);
+        let n_pos = start + t + 1;
+        let q_head = &q[t * dim + h * head_dim..t * dim + (h + 1) * head_dim];
+        let (keys, values) = (&keys[..n_pos * kv_dim], &values[..n_pos * kv_dim]);
+        attend_one_head(
+            out_head,
+            q_head,
+            keys,
+            values,
+            &mut att[..n_pos],
+            h / kv_mul,
+            shape,
+        );
+    });
+}
+
 /// One head of [`attention`]: scores, softmax, weighted sum of values.
 fn attend_one_head(
     out: &mut [f32],
@@ -165,19 +238,16 @@ fn attend_one_head(
         head_dim, kv_dim, ..
     } = shape;
     let offset = kv_head * head_dim;
+    let isa = simd::Isa::detect();
+    // Scores: this head's query against every cached key, scaled by sqrt(head_dim).
+    isa.dots_strided(att, q, &keys[offset..], kv_dim);
     let scale = (head_dim as f32).sqrt();
-    for (t, score) in att.iter_mut().enumerate() {
-        let k = &keys[t * kv_dim + offset..t * kv_dim + offset + head_dim];
-        *score = dot(q, k) / scale;
+    for score in att.iter_mut() {
+        *score /= scale;
     }
-    softmax(att);
-    out.fill(0.0);
-    for (t, &a) in att.iter().enumerate() {
-        let v = &values[t * kv_dim + offset..t * kv_dim + offset + head_dim];
-        for (o, &vi) in out.iter_mut().zip(v) {
-            *o += a * vi;
-        }
-    }
+    isa.softmax(att);
+    // Output: the cached values weighted by the attention probabilities.
+    isa.weighted_sum_strided(out, att, &values[offset..], kv_dim);
 }
 
 #[cfg(test)]

@@ -14,38 +14,48 @@ pub fn for_each_row_block<F>(out: &mut [f32], cols: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    let rows = out.len();
+    for_each_row_group(out, 1, cols, |first_row, block| f(first_row, block));
+}
+
+/// Like [`for_each_row_block`] for outputs with `width` values per row: `out` holds
+/// `out.len() / width` rows of `width` values, each row costs `cost` multiply-adds, and `f`
+/// receives whole rows.
+pub fn for_each_row_group<F>(out: &mut [f32], width: usize, cost: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let rows = out.len() / width.max(1);
     if rows == 0 {
         return;
     }
     let threads = thread_count();
-    if threads <= 1 || rows * cols < MIN_PARALLEL_WORK {
+    if threads <= 1 || rows.saturating_mul(cost) < MIN_PARALLEL_WORK {
         f(0, out);
         return;
     }
     // A few blocks per thread evens out uneven progress; blocks of a multiple of 16 rows keep
     // the SIMD kernels on their wide paths.
     let block_rows = rows.div_ceil(threads * 4).next_multiple_of(16).max(16);
-    run_blocks(out, block_rows, f);
+    run_blocks(out, block_rows, width, f);
 }
 
 #[cfg(feature = "parallel")]
-fn run_blocks<F>(out: &mut [f32], block_rows: usize, f: F)
+fn run_blocks<F>(out: &mut [f32], block_rows: usize, width: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
     use rayon::prelude::*;
-    out.par_chunks_mut(block_rows)
+    out.par_chunks_mut(block_rows * width)
         .enumerate()
         .for_each(|(i, block)| f(i * block_rows, block));
 }
 
 #[cfg(not(feature = "parallel"))]
-fn run_blocks<F>(out: &mut [f32], block_rows: usize, f: F)
+fn run_blocks<F>(out: &mut [f32], block_rows: usize, width: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    for (i, block) in out.chunks_mut(block_rows).enumerate() {
+    for (i, block) in out.chunks_mut(block_rows * width).enumerate() {
         f(i * block_rows, block);
     }
 }

@@ -1,51 +1,661 @@
-//! The hot loops (dot product, matrix-vector product), chosen for the CPU at run time.
+//! The hot loops (dot products, matrix-vector and matrix-matrix products), with the instruction
+//! set chosen at run time.
 //!
-//! The portable versions are written so the compiler vectorises them: the work is split into
-//! chunks of 16 with 16 independent running sums, which become SIMD registers.
+//! Every kernel here is written once, generically over a `Vector` of `f32` lanes, and built
+//! for each instruction set: AVX-512F (16 lanes) and AVX2 with FMA (8 lanes) in `kernels/x86.rs`,
+//! and `Portable`, a 16-lane array the compiler vectorises as best it can, for every other CPU.
+//! [`Isa::detect`] picks the best one the CPU has, once per process.
+//!
+//! One rule makes a batch of tokens give exactly the same numbers as one token at a time: each
+//! output element is one dot product accumulated in one vector register, `LANES` columns at a
+//! time in order, then a zero-padded final chunk, then a fixed reduction tree (`Vector::sum`).
+//! Tiles of several rows and tokens only interleave independent dot products (which hides the
+//! latency of the multiply-adds and reuses each loaded weight for several tokens); they never
+//! change how any one of them is summed. So on a given [`Isa`], [`matvec`] and [`matmul_t`] agree
+//! bit for bit.
+//!
+//! Threads are not this module's business: see [`super::parallel`].
 
-/// Dot product of two equal-length vectors.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    portable::dot(a, b)
+use std::sync::OnceLock;
+
+/// An instruction set the kernels can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust the compiler vectorises for the build target: runs everywhere.
+    Portable,
+    /// x86-64 AVX2 with fused multiply-add, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
 }
 
-/// `out[i] = dot(w[i], x)` for each row `i` of the row-major matrix `w`.
-pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-        *o = dot(row, x);
+impl Isa {
+    /// The fastest instruction set this CPU supports (detected once, then cached).
+    pub fn detect() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.is_supported())
+                .unwrap_or(Isa::Portable)
+        })
+    }
+
+    /// Every instruction set this CPU can run, slowest first (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// True if this CPU has the instructions.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512 => false,
+        }
+    }
+
+    /// This instruction set if the CPU supports it, otherwise the portable one, so that asking
+    /// for an instruction set can never run an instruction the CPU lacks.
+    fn or_portable(self) -> Isa {
+        if self.is_supported() {
+            self
+        } else {
+            Isa::Portable
+        }
+    }
+
+    /// Dot product of two equal-length vectors.
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot of vectors of different lengths");
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::dot_avx2(a, b) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::dot_avx512(a, b) },
+            // SAFETY: the portable vector has no CPU requirements.
+            _ => unsafe { dot_generic::<Portable>(a, b) },
+        }
+    }
+
+    /// `out[i] = w[i] · x` for each row `i` of the row-major matrix `w`, `(out.len(), x.len())`.
+    pub fn matvec(self, out: &mut [f32], w: &[f32], x: &[f32]) {
+        assert_eq!(w.len(), out.len() * x.len(), "matrix shape does not match");
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::matvec_avx2(out, w, x) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::matvec_avx512(out, w, x) },
+            // SAFETY: the portable vector has no CPU requirements.
+            _ => unsafe { matvec_generic::<Portable>(out, w, x) },
+        }
+    }
+
+    /// `scores[t] = q · row t`, where row `t` is the `q.len()` values at `rows[t * stride..]`:
+    /// one attention head's query against its cached keys.
+    pub fn dots_strided(self, scores: &mut [f32], q: &[f32], rows: &[f32], stride: usize) {
+        check_strided(scores.len(), q.len(), rows.len(), stride);
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::dots_strided_avx2(scores, q, rows, stride) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::dots_strided_avx512(scores, q, rows, stride) },
+            // SAFETY: the portable vector has no CPU requirements.
+            _ => unsafe { dots_strided_generic::<Portable>(scores, q, rows, stride) },
+        }
+    }
+
+    /// `out = Σ_t weights[t] * row t`, rows as in [`Isa::dots_strided`], each value summed in
+    /// order of `t`: one attention head's weighted sum of its cached values.
+    pub fn weighted_sum_strided(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        rows: &[f32],
+        stride: usize,
+    ) {
+        check_strided(weights.len(), out.len(), rows.len(), stride);
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::weighted_sum_avx2(out, weights, rows, stride) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::weighted_sum_avx512(out, weights, rows, stride) },
+            // SAFETY: the portable vector has no CPU requirements.
+            _ => unsafe { weighted_sum_generic::<Portable>(out, weights, rows, stride) },
+        }
+    }
+
+    /// Softmax in place with a vectorised `e^x`: within a few ulp of [`super::softmax`] but not
+    /// bit for bit (and much faster). For attention, whose probabilities nothing outside the
+    /// model sees; the sampler keeps the exact one.
+    pub fn softmax(self, x: &mut [f32]) {
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::softmax_avx2(x) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::softmax_avx512(x) },
+            // SAFETY: the portable vector has no CPU requirements.
+            _ => unsafe { softmax_generic::<Portable>(x) },
+        }
+    }
+
+    /// Matrix-matrix product with a transposed result: `out_t[i * m + t] = w[i] · xs[t]` for
+    /// each row `i` of `w` (`rows x cols`) and each of the `m` rows of `xs` (`m x cols`).
+    ///
+    /// Each weight row is read once for all `m` activation rows. Every element equals what
+    /// [`Isa::matvec`] computes for the same row and vector, bit for bit.
+    pub fn matmul_t(self, out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
+        assert!(cols > 0, "matrix with no columns");
+        assert!(
+            w.len().is_multiple_of(cols) && xs.len().is_multiple_of(cols),
+            "matrix shapes do not match"
+        );
+        let (rows, m) = (w.len() / cols, xs.len() / cols);
+        assert_eq!(out_t.len(), rows * m, "output shape does not match");
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::matmul_t_avx2(out_t, w, xs, cols) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::matmul_t_avx512(out_t, w, xs, cols) },
+            // SAFETY: the portable vector has no CPU requirements.
+            _ => unsafe { matmul_t_generic::<Portable, 4, 4>(out_t, w, xs, cols) },
+        }
     }
 }
 
-/// Vectorisable code with no target-specific instructions.
-pub mod portable {
+/// Check that `n` rows of `width` values, `stride` apart, fit in `len` values.
+fn check_strided(n: usize, width: usize, len: usize, stride: usize) {
+    if n > 0 {
+        assert!(width <= stride, "rows overlap");
+        assert!((n - 1) * stride + width <= len, "rows out of bounds");
+    }
+}
+
+/// Dot product of two equal-length vectors, on the best instruction set.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    Isa::detect().dot(a, b)
+}
+
+/// `out = W x` for a row-major `W` of shape `(out.len(), x.len())`, on the best instruction set.
+pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
+    Isa::detect().matvec(out, w, x)
+}
+
+/// `out_t = W Xᵀ` (see [`Isa::matmul_t`]), on the best instruction set.
+pub fn matmul_t(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
+    Isa::detect().matmul_t(out_t, w, xs, cols)
+}
+
+/// A SIMD register of `LANES` `f32` lanes, with the few operations the kernels need.
+///
+/// # Safety
+///
+/// Every method is `unsafe` because implementations use instructions the CPU may lack: call them
+/// only after checking [`Isa::is_supported`] for the implementation's instruction set.
+pub(crate) trait Vector: Copy {
+    /// Number of `f32` lanes.
+    const LANES: usize;
+
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+
+    /// Load `LANES` values; `p` must point to `LANES` readable floats.
+    unsafe fn load(p: *const f32) -> Self;
+
+    /// Load the first `n` values (`n < LANES`) of `p` and zero the other lanes; `p` must point to
+    /// `n` readable floats.
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self;
+
+    /// Every lane `v`.
+    unsafe fn splat(v: f32) -> Self;
+
+    /// Store all lanes; `p` must point to `LANES` writable floats.
+    unsafe fn store(self, p: *mut f32);
+
+    /// Store the first `n` lanes (`n < LANES`); `p` must point to `n` writable floats.
+    unsafe fn store_partial(self, p: *mut f32, n: usize);
+
+    /// `self + a * b` lane by lane (fused, with one rounding, where the ISA has it).
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+
+    /// The sum of the lanes: the upper half is added to the lower half, lane by lane, until one
+    /// lane is left.
+    unsafe fn sum(self) -> f32;
+
+    /// `self + b` lane by lane.
+    unsafe fn add(self, b: Self) -> Self;
+
+    /// `self * b` lane by lane.
+    unsafe fn mul(self, b: Self) -> Self;
+
+    /// The larger of `self` and `b`, lane by lane.
+    unsafe fn max(self, b: Self) -> Self;
+
+    /// The smaller of `self` and `b`, lane by lane.
+    unsafe fn min(self, b: Self) -> Self;
+
+    /// Round each lane to the nearest integer (ties to even).
+    unsafe fn round(self) -> Self;
+
+    /// `self * 2^n`, for lanes `n` holding integers in `-126..=127`.
+    unsafe fn scale_by_pow2(self, n: Self) -> Self;
+
+    /// The largest lane.
+    #[inline(always)]
+    unsafe fn max_lane(self) -> f32 {
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: no vector has more than 16 lanes; the caller vouches for the CPU.
+        unsafe { self.store(lanes.as_mut_ptr()) };
+        lanes[..Self::LANES]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    }
+
+    /// `e^x` lane by lane, within 2 ulp for `x` in `-87.3..88`; smaller inputs give `e^-87.3`
+    /// (about 1e-38) and larger ones `e^88`. Cephes' method: `e^x = 2^n e^r` with
+    /// `n = round(x / ln 2)` and a polynomial for `e^r` on `|r| <= ln(2) / 2`.
+    #[inline(always)]
+    unsafe fn exp(self) -> Self {
+        // SAFETY: only lane arithmetic; the caller vouches for the CPU.
+        unsafe {
+            let x = self.max(Self::splat(-87.336_55)).min(Self::splat(88.0));
+            let n = x.mul(Self::splat(std::f32::consts::LOG2_E)).round();
+            // r = x - n ln 2, with ln 2 split in two so that n * LN2_HI is exact.
+            let r = x
+                .mul_add(n, Self::splat(-0.693_359_4))
+                .mul_add(n, Self::splat(2.121_944_4e-4));
+            let mut p = Self::splat(1.987_569_1e-4);
+            for c in [
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                0.166_666_65,
+                0.5,
+            ] {
+                p = Self::splat(c).mul_add(p, r);
+            }
+            // e^r = 1 + r + r^2 p(r)
+            let e_r = r.add(Self::splat(1.0)).mul_add(p, r.mul(r));
+            e_r.scale_by_pow2(n)
+        }
+    }
+}
+
+/// The portable "register": 16 lanes in an array. Loops over it are simple enough for the
+/// compiler to turn into whatever vector instructions the build target has.
+#[derive(Clone, Copy)]
+pub(crate) struct Portable([f32; 16]);
+
+impl Vector for Portable {
     const LANES: usize = 16;
 
-    /// Dot product with 16 independent partial sums, added pairwise at the end.
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        let mut sums = [0.0f32; LANES];
-        let chunks = a.chunks_exact(LANES).zip(b.chunks_exact(LANES));
-        for (ca, cb) in chunks {
-            for i in 0..LANES {
-                sums[i] += ca[i] * cb[i];
-            }
-        }
-        let tail_start = n - n % LANES;
-        let mut tail = 0.0f32;
-        for i in tail_start..n {
-            tail += a[i] * b[i];
-        }
-        reduce(sums) + tail
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Portable([0.0; 16])
     }
 
-    fn reduce(mut sums: [f32; LANES]) -> f32 {
-        let mut width = LANES / 2;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 16 readable floats at `p`; `read_unaligned` allows any
+        // alignment of the array.
+        Portable(unsafe { p.cast::<[f32; 16]>().read_unaligned() })
+    }
+
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self {
+        let mut lanes = [0.0; 16];
+        // SAFETY: the caller guarantees `n` readable floats at `p`, and `n < 16`.
+        lanes[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(p, n) });
+        Portable(lanes)
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Portable([v; 16])
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 16 writable floats at `p`.
+        unsafe { p.cast::<[f32; 16]>().write_unaligned(self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize) {
+        // SAFETY: the caller guarantees `n` writable floats at `p`, and `n < 16`.
+        unsafe { std::slice::from_raw_parts_mut(p, n) }.copy_from_slice(&self.0[..n]);
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        // A separate multiply and add: `f32::mul_add` would call a slow software fused
+        // multiply-add on targets without one.
+        Portable(std::array::from_fn(|i| self.0[i] + a.0[i] * b.0[i]))
+    }
+
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i] + b.0[i]))
+    }
+
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i] * b.0[i]))
+    }
+
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i].max(b.0[i])))
+    }
+
+    #[inline(always)]
+    unsafe fn min(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i].min(b.0[i])))
+    }
+
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        Portable(self.0.map(f32::round_ties_even))
+    }
+
+    #[inline(always)]
+    unsafe fn scale_by_pow2(self, n: Self) -> Self {
+        // 2^n is the float with biased exponent n + 127 and a zero mantissa.
+        let pow2 = |n: f32| f32::from_bits(((n as i32 + 127) as u32) << 23);
+        Portable(std::array::from_fn(|i| self.0[i] * pow2(n.0[i])))
+    }
+
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        let mut lanes = self.0;
+        let mut width = 8;
         while width > 0 {
             for i in 0..width {
-                sums[i] += sums[i + width];
+                lanes[i] += lanes[i + width];
             }
             width /= 2;
         }
-        sums[0]
+        lanes[0]
+    }
+}
+
+/// Dot products of `R` weight rows with `T` activation vectors, all `n` long:
+/// `out[r][t] = rows[r] · xs[t]`, each in its own accumulator (see the module documentation).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions, and every pointer points to `n` readable floats.
+#[inline(always)]
+unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
+    rows: [*const f32; R],
+    xs: [*const f32; T],
+    n: usize,
+) -> [[f32; T]; R] {
+    // SAFETY (for every load below): offsets stay below `n`, and partial loads read only the
+    // `n - k` floats that remain; the caller vouches for the CPU.
+    unsafe {
+        let mut acc = [[V::zero(); T]; R];
+        let full = n - n % V::LANES;
+        let mut k = 0;
+        while k < full {
+            let w: [V; R] = std::array::from_fn(|r| V::load(rows[r].add(k)));
+            for t in 0..T {
+                let x = V::load(xs[t].add(k));
+                for r in 0..R {
+                    acc[r][t] = acc[r][t].mul_add(w[r], x);
+                }
+            }
+            k += V::LANES;
+        }
+        if k < n {
+            let rest = n - k;
+            let w: [V; R] = std::array::from_fn(|r| V::load_partial(rows[r].add(k), rest));
+            for t in 0..T {
+                let x = V::load_partial(xs[t].add(k), rest);
+                for r in 0..R {
+                    acc[r][t] = acc[r][t].mul_add(w[r], x);
+                }
+            }
+        }
+        acc.map(|row| row.map(|a| a.sum()))
+    }
+}
+
+/// [`Isa::dot`] for vector type `V`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; `a` and `b` have the same length.
+#[inline(always)]
+pub(crate) unsafe fn dot_generic<V: Vector>(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    // SAFETY: both slices hold `a.len()` floats; the caller vouches for the CPU.
+    unsafe { dot_tile::<V, 1, 1>([a.as_ptr()], [b.as_ptr()], a.len())[0][0] }
+}
+
+/// [`Isa::matvec`] for vector type `V`: one row after the other, so the weights stream through
+/// memory in order, which the hardware prefetchers follow best (interleaving several rows
+/// halves the bandwidth for long rows). The processor overlaps the independent rows by itself.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; `w.len() == out.len() * x.len()`.
+#[inline(always)]
+pub(crate) unsafe fn matvec_generic<V: Vector>(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let n = x.len();
+    debug_assert_eq!(w.len(), out.len() * n);
+    for (i, o) in out.iter_mut().enumerate() {
+        // SAFETY: row `i` lies inside `w` and `x` holds `n` floats; the caller vouches for the
+        // CPU.
+        *o = unsafe { dot_tile::<V, 1, 1>([w[i * n..].as_ptr()], [x.as_ptr()], n)[0][0] };
+    }
+}
+
+/// [`Isa::dots_strided`] for vector type `V`: four rows at a time, since rows this short
+/// (one head) stream well together.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the rows fit in `rows` (see `check_strided`).
+#[inline(always)]
+pub(crate) unsafe fn dots_strided_generic<V: Vector>(
+    scores: &mut [f32],
+    q: &[f32],
+    rows: &[f32],
+    stride: usize,
+) {
+    let n = q.len();
+    let row = |t: usize| rows[t * stride..].as_ptr();
+    let mut groups = scores.chunks_exact_mut(4);
+    let mut t = 0;
+    for group in &mut groups {
+        // SAFETY: rows `t..t + 4` hold `n` floats each, as does `q`; the caller vouches for the
+        // CPU.
+        let dots =
+            unsafe { dot_tile::<V, 4, 1>(std::array::from_fn(|r| row(t + r)), [q.as_ptr()], n) };
+        for (s, d) in group.iter_mut().zip(dots) {
+            *s = d[0];
+        }
+        t += 4;
+    }
+    for s in groups.into_remainder() {
+        // SAFETY: as above, for the single row `t`.
+        *s = unsafe { dot_tile::<V, 1, 1>([row(t)], [q.as_ptr()], n)[0][0] };
+        t += 1;
+    }
+}
+
+/// [`Isa::weighted_sum_strided`] for vector type `V`: one register of output at a time, summing
+/// over all rows.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the rows fit in `rows` (see `check_strided`).
+#[inline(always)]
+pub(crate) unsafe fn weighted_sum_generic<V: Vector>(
+    out: &mut [f32],
+    weights: &[f32],
+    rows: &[f32],
+    stride: usize,
+) {
+    let n = out.len();
+    let mut j = 0;
+    while j < n {
+        let lanes = V::LANES.min(n - j);
+        // SAFETY: each row holds `n` floats from `t * stride`, so `lanes` floats from `j` are
+        // readable, and `out` has `lanes` writable floats from `j`; the caller vouches for the
+        // CPU.
+        unsafe {
+            let mut acc = V::zero();
+            for (t, &weight) in weights.iter().enumerate() {
+                let p = rows.as_ptr().add(t * stride + j);
+                let v = if lanes == V::LANES {
+                    V::load(p)
+                } else {
+                    V::load_partial(p, lanes)
+                };
+                acc = acc.mul_add(V::splat(weight), v);
+            }
+            if lanes == V::LANES {
+                acc.store(out.as_mut_ptr().add(j));
+            } else {
+                acc.store_partial(out.as_mut_ptr().add(j), lanes);
+            }
+        }
+        j += lanes;
+    }
+}
+
+/// [`Isa::softmax`] for vector type `V`: the maximum, then `e^(x - max)` and its sum, then the
+/// division, each a pass over `x`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn softmax_generic<V: Vector>(x: &mut [f32]) {
+    let n = x.len();
+    let full = n - n % V::LANES;
+    // SAFETY (for the whole body): offsets below `full` leave `LANES` floats to read and write,
+    // partial loads and stores touch only the `n - full` floats left; the caller vouches for
+    // the CPU.
+    unsafe {
+        let p = x.as_mut_ptr();
+        let mut max = f32::NEG_INFINITY;
+        let mut k = 0;
+        if full > 0 {
+            let mut maxes = V::load(p);
+            while k < full {
+                maxes = maxes.max(V::load(p.add(k)));
+                k += V::LANES;
+            }
+            max = maxes.max_lane();
+        }
+        for &v in &x[full..] {
+            max = max.max(v);
+        }
+        let p = x.as_mut_ptr();
+        let shift = V::splat(-max);
+        let mut sums = V::zero();
+        let mut k = 0;
+        while k < full {
+            let e = V::load(p.add(k)).add(shift).exp();
+            e.store(p.add(k));
+            sums = sums.add(e);
+            k += V::LANES;
+        }
+        if k < n {
+            let e = V::load_partial(p.add(k), n - k).add(shift).exp();
+            e.store_partial(p.add(k), n - k);
+            // Reload so the lanes past the end count as zero, not as e^(0 - max).
+            sums = sums.add(V::load_partial(p.add(k), n - k));
+        }
+        let sum = sums.sum();
+        for v in x.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// [`Isa::matmul_t`] for vector type `V`, in tiles of `R` weight rows by `T` activation rows.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the shapes are consistent (as checked by `matmul_t`).
+#[inline(always)]
+pub(crate) unsafe fn matmul_t_generic<V: Vector, const R: usize, const T: usize>(
+    out_t: &mut [f32],
+    w: &[f32],
+    xs: &[f32],
+    cols: usize,
+) {
+    let (rows, m) = (w.len() / cols, xs.len() / cols);
+    let mut i = 0;
+    while i < rows {
+        let out_rows = &mut out_t[i * m..];
+        // SAFETY (both calls): the rows passed lie inside `w`; the caller vouches for the CPU.
+        if i + R <= rows {
+            unsafe { row_group::<V, R, T>(out_rows, &w[i * cols..(i + R) * cols], xs, cols) };
+            i += R;
+        } else {
+            unsafe { row_group::<V, 1, T>(out_rows, &w[i * cols..(i + 1) * cols], xs, cols) };
+            i += 1;
+        }
+    }
+}
+
+/// Rows `w` (exactly `R` of them) times every activation row of `xs`, `T` at a time, written to
+/// the first `R * m` values of `out_t` (row-major, `m` values per weight row).
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; `w` holds `R * cols` floats.
+#[inline(always)]
+unsafe fn row_group<V: Vector, const R: usize, const T: usize>(
+    out_t: &mut [f32],
+    w: &[f32],
+    xs: &[f32],
+    cols: usize,
+) {
+    let m = xs.len() / cols;
+    let rows: [*const f32; R] = std::array::from_fn(|r| w[r * cols..].as_ptr());
+    let x = |t: usize| xs[t * cols..].as_ptr();
+    let mut t = 0;
+    while t < m {
+        if t + T <= m {
+            // SAFETY: rows and activation rows `t..t + T` each hold `cols` floats.
+            let dots =
+                unsafe { dot_tile::<V, R, T>(rows, std::array::from_fn(|j| x(t + j)), cols) };
+            for (r, row) in dots.iter().enumerate() {
+                out_t[r * m + t..r * m + t + T].copy_from_slice(row);
+            }
+            t += T;
+        } else {
+            // SAFETY: as above, for the single activation row `t`.
+            let dots = unsafe { dot_tile::<V, R, 1>(rows, [x(t)], cols) };
+            for (r, row) in dots.iter().enumerate() {
+                out_t[r * m + t] = row[0];
+            }
+            t += 1;
+        }
     }
 }

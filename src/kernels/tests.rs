@@ -1,5 +1,7 @@
-//! The fast kernels against the plain ones, on random inputs of awkward sizes.
+//! The fast kernels against the plain ones, on random inputs of awkward sizes, on every
+//! instruction set this CPU has (each called explicitly, not only the one dispatch picks).
 
+use super::simd::Isa;
 use super::*;
 
 /// A small deterministic generator of test values in [-1, 1).
@@ -167,5 +169,166 @@ fn attention_matches_plain_with_grouped_heads() {
             head_dim,
         );
         assert_close(&fast, &slow, n_pos.max(head_dim));
+    }
+}
+
+/// Lengths around every vector width and its multiples.
+const AWKWARD: [usize; 14] = [0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 172];
+
+#[test]
+fn detected_isa_is_available() {
+    assert!(Isa::available().contains(&Isa::detect()));
+    assert!(Isa::available().contains(&Isa::Portable));
+}
+
+#[test]
+fn every_isa_dot_matches_plain() {
+    let mut rng = TestRng::new(11);
+    for isa in Isa::available() {
+        for n in (0..70).chain([100, 172, 288, 1001]) {
+            let a = rng.vec(n);
+            let b = rng.vec(n);
+            let fast = isa.dot(&a, &b);
+            assert_close(&[fast], &[plain::dot(&a, &b)], n.max(1));
+        }
+    }
+}
+
+#[test]
+fn every_isa_matvec_matches_plain() {
+    let mut rng = TestRng::new(12);
+    for isa in Isa::available() {
+        for rows in [1, 2, 5, 17] {
+            for cols in AWKWARD {
+                let w = rng.vec(rows * cols);
+                let x = rng.vec(cols);
+                let mut fast = vec![0.0; rows];
+                let mut slow = vec![0.0; rows];
+                isa.matvec(&mut fast, &w, &x);
+                plain::matmul(&mut slow, &w, &x);
+                assert_close(&fast, &slow, cols.max(1));
+            }
+        }
+    }
+}
+
+/// The batched product must give exactly the matrix-vector product's bits for every element,
+/// whatever the tiling leaves over at the edges (rows and batch sizes not multiples of a tile).
+#[test]
+fn every_isa_matmul_t_equals_matvec_bit_for_bit() {
+    let mut rng = TestRng::new(13);
+    for isa in Isa::available() {
+        for &(rows, m) in &[(1, 1), (3, 2), (4, 6), (5, 7), (9, 13), (33, 20)] {
+            for cols in AWKWARD.into_iter().filter(|&c| c > 0) {
+                let w = rng.vec(rows * cols);
+                let xs = rng.vec(m * cols);
+                let mut out_t = vec![0.0; rows * m];
+                isa.matmul_t(&mut out_t, &w, &xs, cols);
+                for (t, x) in xs.chunks_exact(cols).enumerate() {
+                    let mut single = vec![0.0; rows];
+                    isa.matvec(&mut single, &w, x);
+                    for (i, s) in single.iter().enumerate() {
+                        let batched = out_t[i * m + t];
+                        assert_eq!(
+                            batched.to_bits(),
+                            s.to_bits(),
+                            "{isa:?}: row {i}, token {t}, {rows}x{cols}, batch {m}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_batch_equals_matmul_bit_for_bit() {
+    let mut rng = TestRng::new(14);
+    for &(rows, cols, m) in &[(7, 5, 3), (300, 64, 9), (768, 288, 70), (64, 172, 1)] {
+        let w = rng.vec(rows * cols);
+        let xs = rng.vec(m * cols);
+        let mut out = vec![0.0; m * rows];
+        let mut scratch = vec![0.0; m * rows];
+        matmul_batch(&mut out, &w, &xs, cols, &mut scratch);
+        for (x, batched) in xs.chunks_exact(cols).zip(out.chunks_exact(rows)) {
+            let mut single = vec![0.0; rows];
+            matmul(&mut single, &w, x);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(batched), bits(&single), "{rows}x{cols}, batch {m}");
+        }
+    }
+}
+
+#[test]
+fn every_isa_strided_dots_match_plain() {
+    let mut rng = TestRng::new(15);
+    for isa in Isa::available() {
+        for width in [1, 2, 8, 15, 16, 17, 48, 64] {
+            for n in [1, 3, 4, 5, 9] {
+                let stride = width + 5;
+                let rows = rng.vec(n * stride);
+                let q = rng.vec(width);
+                let mut fast = vec![0.0; n];
+                isa.dots_strided(&mut fast, &q, &rows, stride);
+                let slow: Vec<f32> = (0..n)
+                    .map(|t| plain::dot(&q, &rows[t * stride..t * stride + width]))
+                    .collect();
+                assert_close(&fast, &slow, width);
+                // Same bits as a dot product of each row alone.
+                for (t, f) in fast.iter().enumerate() {
+                    let single = isa.dot(&q, &rows[t * stride..t * stride + width]);
+                    assert_eq!(f.to_bits(), single.to_bits(), "{isa:?} row {t}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_isa_weighted_sum_matches_plain() {
+    let mut rng = TestRng::new(16);
+    for isa in Isa::available() {
+        for width in [1, 2, 8, 15, 16, 17, 48, 64] {
+            for n in [1, 2, 7, 40] {
+                let stride = width + 3;
+                let rows = rng.vec(n * stride);
+                let weights = rng.vec(n);
+                let mut fast = vec![f32::NAN; width];
+                isa.weighted_sum_strided(&mut fast, &weights, &rows, stride);
+                let slow: Vec<f32> = (0..width)
+                    .map(|j| (0..n).map(|t| weights[t] * rows[t * stride + j]).sum())
+                    .collect();
+                assert_close(&fast, &slow, n);
+            }
+        }
+    }
+}
+
+/// The vectorised softmax against one computed in f64, to about 2.5 ulp: tight enough that
+/// changing the exponential's polynomial in its sixth digit fails.
+#[test]
+fn every_isa_softmax_matches_f64() {
+    let mut rng = TestRng::new(17);
+    for isa in Isa::available() {
+        for n in [1, 2, 7, 16, 17, 33, 256, 1000] {
+            for spread in [1.0f32, 20.0, 150.0] {
+                let x: Vec<f32> = rng.vec(n).iter().map(|v| v * spread).collect();
+                let mut fast = x.clone();
+                isa.softmax(&mut fast);
+                // The shift by the maximum is rounded to f32 as in any f32 softmax; the rest
+                // is exact.
+                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let exps: Vec<f64> = x.iter().map(|&v| ((v - max) as f64).exp()).collect();
+                let total: f64 = exps.iter().sum();
+                for (i, (&f, e)) in fast.iter().zip(&exps).enumerate() {
+                    let exact = e / total;
+                    let error = (f as f64 - exact).abs();
+                    assert!(
+                        error <= 3e-7 * exact + 1e-30,
+                        "{isa:?} n {n} spread {spread} element {i}: {f} vs {exact}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,391 @@
+//! x86-64 vector registers for the generic kernels of [`super::simd`]: AVX2 with FMA (8 lanes)
+//! and AVX-512F (16 lanes).
+//!
+//! This module only says how to load, multiply-add and sum one register, and builds each generic
+//! kernel once per instruction set inside a `#[target_feature]` function, so the compiler may use
+//! those instructions there (and only there). Which one runs is decided in [`super::simd::Isa`].
+
+use std::arch::x86_64::*;
+
+use super::simd::{
+    dot_generic, dots_strided_generic, matmul_t_generic, matvec_generic, softmax_generic,
+    weighted_sum_generic, Vector,
+};
+
+/// An AVX2 register of 8 lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(__m256);
+
+impl Vector for Avx2 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller has checked for AVX2 (see `Vector`).
+        Avx2(unsafe { _mm256_setzero_ps() })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 8 readable floats at `p` and AVX2; unaligned is fine.
+        Avx2(unsafe { _mm256_loadu_ps(p) })
+    }
+
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self {
+        // SAFETY: the mask enables only the first `n` lanes, which the caller guarantees are
+        // readable; masked-off lanes are not accessed and read as zero.
+        unsafe { Avx2(_mm256_maskload_ps(p, avx2_mask(n))) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        Avx2(unsafe { _mm256_set1_ps(v) })
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable floats at `p` and AVX2.
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize) {
+        // SAFETY: the mask enables only the first `n` lanes, which the caller guarantees are
+        // writable; masked-off lanes are not touched.
+        unsafe { _mm256_maskstore_ps(p, avx2_mask(n), self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: the caller has checked for FMA.
+        Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        Avx2(unsafe { _mm256_add_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        Avx2(unsafe { _mm256_mul_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        Avx2(unsafe { _mm256_max_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn min(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        Avx2(unsafe { _mm256_min_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        Avx2(unsafe {
+            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0)
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn scale_by_pow2(self, n: Self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        unsafe {
+            // 2^n is the float with biased exponent n + 127 and a zero mantissa.
+            let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n.0), _mm256_set1_epi32(127));
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent));
+            Avx2(_mm256_mul_ps(self.0, pow2))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        // SAFETY: the caller has checked for AVX2.
+        unsafe {
+            let v = self.0;
+            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            let one = _mm_add_ss(pair, _mm_shuffle_ps::<0b01>(pair, pair));
+            _mm_cvtss_f32(one)
+        }
+    }
+}
+
+/// A mask of the first `n` of 8 lanes (all bits set in each), for AVX2's masked loads and stores.
+///
+/// # Safety
+///
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn avx2_mask(n: usize) -> __m256i {
+    // SAFETY: the caller has checked for AVX2.
+    unsafe {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane)
+    }
+}
+
+/// An AVX-512 register of 16 lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512(__m512);
+
+impl Vector for Avx512 {
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller has checked for AVX-512F (see `Vector`).
+        Avx512(unsafe { _mm512_setzero_ps() })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 16 readable floats at `p` and AVX-512F.
+        Avx512(unsafe { _mm512_loadu_ps(p) })
+    }
+
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self {
+        // SAFETY: the mask enables only the first `n` lanes (`n < 16`), which the caller
+        // guarantees are readable; masked-off lanes are not accessed and read as zero.
+        unsafe {
+            let mask: __mmask16 = (1u16 << n) - 1;
+            Avx512(_mm512_maskz_loadu_ps(mask, p))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_set1_ps(v) })
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 16 writable floats at `p` and AVX-512F.
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize) {
+        // SAFETY: the mask enables only the first `n` lanes (`n < 16`), which the caller
+        // guarantees are writable; masked-off lanes are not touched.
+        unsafe { _mm512_mask_storeu_ps(p, (1u16 << n) - 1, self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_add_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_mul_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_max_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn min(self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_min_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe {
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0)
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn scale_by_pow2(self, n: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_scalef_ps(self.0, n.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        // SAFETY: the caller has checked for AVX-512F, which implies AVX and SSE.
+        unsafe {
+            let v = self.0;
+            let lo = _mm512_castps512_ps256(v);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            let oct = _mm256_add_ps(lo, hi);
+            let quad = _mm_add_ps(_mm256_castps256_ps128(oct), _mm256_extractf128_ps::<1>(oct));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            let one = _mm_add_ss(pair, _mm_shuffle_ps::<0b01>(pair, pair));
+            _mm_cvtss_f32(one)
+        }
+    }
+}
+
+/// [`super::simd::Isa::dot`] with AVX2.
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA; `a` and `b` have the same length.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { dot_generic::<Avx2>(a, b) }
+}
+
+/// [`super::simd::Isa::dot`] with AVX-512.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F; `a` and `b` have the same length.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { dot_generic::<Avx512>(a, b) }
+}
+
+/// [`super::simd::Isa::matvec`] with AVX2.
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA; `w.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn matvec_avx2(out: &mut [f32], w: &[f32], x: &[f32]) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { matvec_generic::<Avx2>(out, w, x) }
+}
+
+/// [`super::simd::Isa::matvec`] with AVX-512.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F; `w.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn matvec_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { matvec_generic::<Avx512>(out, w, x) }
+}
+
+/// [`super::simd::Isa::matmul_t`] with AVX2: tiles of 3 rows by 4 tokens (12 accumulators of
+/// the 16 registers).
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA; the shapes are consistent.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn matmul_t_avx2(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { matmul_t_generic::<Avx2, 3, 4>(out_t, w, xs, cols) }
+}
+
+/// [`super::simd::Isa::matmul_t`] with AVX-512: tiles of 4 rows by 6 tokens (24 accumulators
+/// of the 32 registers).
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F; the shapes are consistent.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn matmul_t_avx512(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { matmul_t_generic::<Avx512, 4, 6>(out_t, w, xs, cols) }
+}
+
+/// [`super::simd::Isa::dots_strided`] with AVX2.
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA; the rows fit in `rows`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dots_strided_avx2(scores: &mut [f32], q: &[f32], rows: &[f32], stride: usize) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { dots_strided_generic::<Avx2>(scores, q, rows, stride) }
+}
+
+/// [`super::simd::Isa::dots_strided`] with AVX-512.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F; the rows fit in `rows`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn dots_strided_avx512(
+    scores: &mut [f32],
+    q: &[f32],
+    rows: &[f32],
+    stride: usize,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { dots_strided_generic::<Avx512>(scores, q, rows, stride) }
+}
+
+/// [`super::simd::Isa::weighted_sum_strided`] with AVX2.
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA; the rows fit in `rows`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn weighted_sum_avx2(
+    out: &mut [f32],
+    weights: &[f32],
+    rows: &[f32],
+    stride: usize,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { weighted_sum_generic::<Avx2>(out, weights, rows, stride) }
+}
+
+/// [`super::simd::Isa::weighted_sum_strided`] with AVX-512.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F; the rows fit in `rows`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn weighted_sum_avx512(
+    out: &mut [f32],
+    weights: &[f32],
+    rows: &[f32],
+    stride: usize,
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { weighted_sum_generic::<Avx512>(out, weights, rows, stride) }
+}
+
+/// [`super::simd::Isa::softmax`] with AVX2.
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn softmax_avx2(x: &mut [f32]) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { softmax_generic::<Avx2>(x) }
+}
+
+/// [`super::simd::Isa::softmax`] with AVX-512.
+///
+/// # Safety
+///
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn softmax_avx512(x: &mut [f32]) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { softmax_generic::<Avx512>(x) }
+}
