@@ -115,6 +115,16 @@ pub fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
     });
 }
 
+/// Matrix-vector products of several matrices with the same `x`, `outs[i] = ws[i] x`, in one
+/// parallel pass: each gives exactly what [`matmul`] gives.
+pub fn matmul_each<const N: usize>(outs: [&mut [f32]; N], ws: [&[f32]; N], x: &[f32]) {
+    let cols = x.len();
+    parallel::for_each_row_block_of_each(outs, cols, |i, first_row, block| {
+        let rows = &ws[i][first_row * cols..(first_row + block.len()) * cols];
+        simd::matvec(block, rows, x);
+    });
+}
+
 /// Matrix-matrix product for a batch of `m` activation rows: `out = X Wᵀ`, with `xs` of shape
 /// `(m, cols)` (`cols > 0`), row-major `W` of shape `(rows, cols)` and `out` of shape `(m, rows)`.
 ///

@@ -14,7 +14,7 @@ pub fn for_each_row_block<F>(out: &mut [f32], cols: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    for_each_row_group(out, 1, cols, |first_row, block| f(first_row, block));
+    for_each_block([out], 1, cols, |_, first_row, block| f(first_row, block));
 }
 
 /// Like [`for_each_row_block`] for outputs with `width` values per row: `out` holds
@@ -24,39 +24,69 @@ pub fn for_each_row_group<F>(out: &mut [f32], width: usize, cost: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
-    let rows = out.len() / width.max(1);
+    for_each_block([out], width, cost, |_, first_row, block| {
+        f(first_row, block)
+    });
+}
+
+/// Like [`for_each_row_block`] for several outputs at once, in one parallel pass (one wake-up of
+/// the threads instead of one per output): `f(output, first_row, block)`.
+pub fn for_each_row_block_of_each<const N: usize, F>(outs: [&mut [f32]; N], cols: usize, f: F)
+where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    for_each_block(outs, 1, cols, f);
+}
+
+/// The one splitting rule behind the functions above: `outs` hold rows of `width` values that
+/// cost `cost` multiply-adds each; `f(output, first_row, block)` receives blocks of whole rows.
+fn for_each_block<const N: usize, F>(outs: [&mut [f32]; N], width: usize, cost: usize, f: F)
+where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    let width = width.max(1);
+    let rows: usize = outs.iter().map(|out| out.len() / width).sum();
     if rows == 0 {
         return;
     }
     let threads = thread_count();
     if threads <= 1 || rows.saturating_mul(cost) < MIN_PARALLEL_WORK {
-        f(0, out);
+        for (i, out) in outs.into_iter().enumerate() {
+            f(i, 0, out);
+        }
         return;
     }
     // A few blocks per thread evens out uneven progress; blocks of a multiple of 16 rows keep
     // the SIMD kernels on their wide paths.
     let block_rows = rows.div_ceil(threads * 4).next_multiple_of(16).max(16);
-    run_blocks(out, block_rows, width, f);
+    run_blocks(outs, block_rows * width, block_rows, f);
 }
 
 #[cfg(feature = "parallel")]
-fn run_blocks<F>(out: &mut [f32], block_rows: usize, width: usize, f: F)
+fn run_blocks<const N: usize, F>(outs: [&mut [f32]; N], block_len: usize, block_rows: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync,
+    F: Fn(usize, usize, &mut [f32]) + Sync,
 {
     use rayon::prelude::*;
-    out.par_chunks_mut(block_rows * width)
+    outs.into_par_iter()
         .enumerate()
-        .for_each(|(i, block)| f(i * block_rows, block));
+        .flat_map(|(i, out)| {
+            out.par_chunks_mut(block_len)
+                .enumerate()
+                .map(move |(b, block)| (i, b * block_rows, block))
+        })
+        .for_each(|(i, first_row, block)| f(i, first_row, block));
 }
 
 #[cfg(not(feature = "parallel"))]
-fn run_blocks<F>(out: &mut [f32], block_rows: usize, width: usize, f: F)
+fn run_blocks<const N: usize, F>(outs: [&mut [f32]; N], block_len: usize, block_rows: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync,
+    F: Fn(usize, usize, &mut [f32]) + Sync,
 {
-    for (i, block) in out.chunks_mut(block_rows * width).enumerate() {
-        f(i * block_rows, block);
+    for (i, out) in outs.into_iter().enumerate() {
+        for (b, block) in out.chunks_mut(block_len).enumerate() {
+            f(i, b * block_rows, block);
+        }
     }
 }
 
@@ -89,6 +119,30 @@ pub fn for_each_head<F>(
     {
         f(h, o, s);
     }
+}
+
+/// Run `f`, whose largest parallel loop costs `work` multiply-adds, on one of rayon's worker
+/// threads and wait for it; or just call it, if that loop would not run in parallel anyway (or
+/// without the `parallel` feature).
+///
+/// A parallel loop started from outside the pool wakes the workers and puts the calling thread
+/// to sleep until they finish, which for a forward pass means a pair of context switches per
+/// matrix. Started from a worker, the loops hand work between workers directly, and the caller
+/// sleeps once per forward pass. For a model too small to use threads, even that one hand-over
+/// would cost more than the pass itself.
+#[cfg(feature = "parallel")]
+pub fn on_worker<R: Send, F: FnOnce() -> R + Send>(work: usize, f: F) -> R {
+    if thread_count() > 1 && work >= MIN_PARALLEL_WORK {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
+
+/// See the `parallel` version: without threads, just call `f`.
+#[cfg(not(feature = "parallel"))]
+pub fn on_worker<R, F: FnOnce() -> R>(_work: usize, f: F) -> R {
+    f()
 }
 
 /// Number of threads work is spread over (1 without the `parallel` feature).

@@ -31,14 +31,33 @@ pub enum Isa {
 
 impl Isa {
     /// The fastest instruction set this CPU supports (detected once, then cached).
+    ///
+    /// The environment variable `LLAMA2_ISA` (`portable`, `avx2` or `avx512`) asks for a
+    /// slower one, to measure or test it; a request the CPU cannot honour is ignored.
     pub fn detect() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [Isa::Avx512, Isa::Avx2]
-                .into_iter()
-                .find(|isa| isa.is_supported())
-                .unwrap_or(Isa::Portable)
+            let requested = std::env::var("LLAMA2_ISA")
+                .ok()
+                .and_then(|name| Isa::named(&name));
+            match requested {
+                Some(isa) if isa.is_supported() => isa,
+                _ => [Isa::Avx512, Isa::Avx2]
+                    .into_iter()
+                    .find(|isa| isa.is_supported())
+                    .unwrap_or(Isa::Portable),
+            }
         })
+    }
+
+    /// The instruction set called `name` (`portable`, `avx2` or `avx512`, any case).
+    pub fn named(name: &str) -> Option<Isa> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "portable" => Some(Isa::Portable),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
+            _ => None,
+        }
     }
 
     /// Every instruction set this CPU can run, slowest first (for tests and benchmarks).
@@ -305,6 +324,17 @@ pub(crate) trait Vector: Copy {
 #[derive(Clone, Copy)]
 pub(crate) struct Portable([f32; 16]);
 
+impl Portable {
+    /// `f` applied lane by lane to `self` and `b`.
+    #[inline(always)]
+    fn zip(mut self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        for (x, &y) in self.0.iter_mut().zip(&b.0) {
+            *x = f(*x, y);
+        }
+        self
+    }
+}
+
 impl Vector for Portable {
     const LANES: usize = 16;
 
@@ -349,39 +379,39 @@ impl Vector for Portable {
     unsafe fn mul_add(self, a: Self, b: Self) -> Self {
         // A separate multiply and add: `f32::mul_add` would call a slow software fused
         // multiply-add on targets without one.
-        Portable(std::array::from_fn(|i| self.0[i] + a.0[i] * b.0[i]))
+        self.zip(a.mul(b), |x, ab| x + ab)
     }
 
     #[inline(always)]
     unsafe fn add(self, b: Self) -> Self {
-        Portable(std::array::from_fn(|i| self.0[i] + b.0[i]))
+        self.zip(b, |x, y| x + y)
     }
 
     #[inline(always)]
     unsafe fn mul(self, b: Self) -> Self {
-        Portable(std::array::from_fn(|i| self.0[i] * b.0[i]))
+        self.zip(b, |x, y| x * y)
     }
 
     #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
-        Portable(std::array::from_fn(|i| self.0[i].max(b.0[i])))
+        self.zip(b, f32::max)
     }
 
     #[inline(always)]
     unsafe fn min(self, b: Self) -> Self {
-        Portable(std::array::from_fn(|i| self.0[i].min(b.0[i])))
+        self.zip(b, f32::min)
     }
 
     #[inline(always)]
     unsafe fn round(self) -> Self {
-        Portable(self.0.map(f32::round_ties_even))
+        self.zip(self, |x, _| x.round_ties_even())
     }
 
     #[inline(always)]
     unsafe fn scale_by_pow2(self, n: Self) -> Self {
         // 2^n is the float with biased exponent n + 127 and a zero mantissa.
         let pow2 = |n: f32| f32::from_bits(((n as i32 + 127) as u32) << 23);
-        Portable(std::array::from_fn(|i| self.0[i] * pow2(n.0[i])))
+        self.zip(n, |x, n| x * pow2(n))
     }
 
     #[inline(always)]
@@ -417,7 +447,10 @@ unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
         let full = n - n % V::LANES;
         let mut k = 0;
         while k < full {
-            let w: [V; R] = std::array::from_fn(|r| V::load(rows[r].add(k)));
+            let mut w = [V::zero(); R];
+            for r in 0..R {
+                w[r] = V::load(rows[r].add(k));
+            }
             for t in 0..T {
                 let x = V::load(xs[t].add(k));
                 for r in 0..R {
@@ -428,7 +461,10 @@ unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
         }
         if k < n {
             let rest = n - k;
-            let w: [V; R] = std::array::from_fn(|r| V::load_partial(rows[r].add(k), rest));
+            let mut w = [V::zero(); R];
+            for r in 0..R {
+                w[r] = V::load_partial(rows[r].add(k), rest);
+            }
             for t in 0..T {
                 let x = V::load_partial(xs[t].add(k), rest);
                 for r in 0..R {
@@ -436,7 +472,15 @@ unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
                 }
             }
         }
-        acc.map(|row| row.map(|a| a.sum()))
+        // Plain loops rather than `array::map`, whose closures might not be inlined into the
+        // caller's `#[target_feature]` context (and then neither would the intrinsics).
+        let mut dots = [[0.0; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                dots[r][t] = acc[r][t].sum();
+            }
+        }
+        dots
     }
 }
 

@@ -332,3 +332,26 @@ fn every_isa_softmax_matches_f64() {
         }
     }
 }
+
+#[test]
+fn matmul_each_equals_separate_matmuls() {
+    let mut rng = TestRng::new(18);
+    for &(rows_a, rows_b, cols) in &[(3, 5, 7), (768, 256, 288), (2048, 2048, 64)] {
+        let (wa, wb) = (rng.vec(rows_a * cols), rng.vec(rows_b * cols));
+        let x = rng.vec(cols);
+        let (mut a, mut b) = (vec![0.0; rows_a], vec![0.0; rows_b]);
+        matmul_each([&mut a, &mut b], [&wa, &wb], &x);
+        let (mut a1, mut b1) = (vec![0.0; rows_a], vec![0.0; rows_b]);
+        matmul(&mut a1, &wa, &x);
+        matmul(&mut b1, &wb, &x);
+        assert_eq!((a, b), (a1, b1), "{rows_a} + {rows_b} rows of {cols}");
+    }
+}
+
+#[test]
+fn isa_names_parse() {
+    assert_eq!(Isa::named("AVX512"), Some(Isa::Avx512));
+    assert_eq!(Isa::named(" avx2 "), Some(Isa::Avx2));
+    assert_eq!(Isa::named("portable"), Some(Isa::Portable));
+    assert_eq!(Isa::named("neon"), None);
+}

@@ -294,7 +294,7 @@ pub(crate) unsafe fn matvec_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn matmul_t_avx2(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { matmul_t_generic::<Avx2, 3, 4>(out_t, w, xs, cols) }
+    unsafe { matmul_t_generic::<Avx2, 3, 3>(out_t, w, xs, cols) }
 }
 
 /// [`super::simd::Isa::matmul_t`] with AVX-512: tiles of 4 rows by 6 tokens (24 accumulators
@@ -306,7 +306,7 @@ pub(crate) unsafe fn matmul_t_avx2(out_t: &mut [f32], w: &[f32], xs: &[f32], col
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn matmul_t_avx512(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { matmul_t_generic::<Avx512, 4, 6>(out_t, w, xs, cols) }
+    unsafe { matmul_t_generic::<Avx512, 4, 4>(out_t, w, xs, cols) }
 }
 
 /// [`super::simd::Isa::dots_strided`] with AVX2.
