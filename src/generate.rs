@@ -5,7 +5,7 @@
 //! ([`Generator`] is an iterator) or through a callback ([`Chat::turn`]).
 
 use crate::error::{Error, Result};
-use crate::model::{Model, State};
+use crate::model::{Logits, Model, State};
 use crate::sampler::Sampler;
 use crate::text::Text;
 use crate::tokenizer::{self, Tokenizer, BOS, EOS};
@@ -61,6 +61,10 @@ fn check_vocabularies(model: &Model, tokenizer: &Tokenizer) -> Result<()> {
 /// prompt lasts the next token is the prompt's, afterwards it is sampled. The iterator yields
 /// every token after the first (so the prompt's own text comes first), and stops after `steps`
 /// positions or when the model produces BOS.
+///
+/// The prompt goes through the model as one batch on the first step ([`Model::forward_batch`]),
+/// which gives the same logits as feeding it one token at a time, only faster; its tokens are
+/// then yielded without running the model again.
 pub struct Generator<'a> {
     model: &'a Model,
     tokenizer: &'a Tokenizer,
@@ -71,6 +75,8 @@ pub struct Generator<'a> {
     pos: usize,
     token: u32,
     finished: bool,
+    /// Positions already run in the prompt batch (0 before the first step).
+    prefilled: usize,
 }
 
 impl<'a> Generator<'a> {
@@ -109,6 +115,7 @@ impl<'a> Generator<'a> {
             steps,
             pos: 0,
             finished: false,
+            prefilled: 0,
         })
     }
 
@@ -117,9 +124,10 @@ impl<'a> Generator<'a> {
         &self.prompt
     }
 
-    /// How many positions have been run through the model so far.
+    /// How many positions have been run through the model so far (the whole prompt is run on
+    /// the first step).
     pub fn positions(&self) -> usize {
-        self.pos
+        self.pos.max(self.prefilled)
     }
 
     /// The number of positions this generator will run at most.
@@ -137,7 +145,16 @@ impl<'a> Generator<'a> {
         if self.finished || self.pos >= self.steps {
             return Ok(None);
         }
-        let logits = self.model.forward(&mut self.state, self.token, self.pos)?;
+        if self.pos == 0 {
+            self.prefill()?;
+        }
+        let logits = if self.pos < self.prefilled {
+            // Run in the batch already; the logits kept are the last position's, the only
+            // ones sampled from.
+            self.state.logits_mut()
+        } else {
+            self.model.forward(&mut self.state, self.token, self.pos)?
+        };
         let from_prompt = self.pos + 1 < self.prompt.len();
         let next = if from_prompt {
             self.prompt[self.pos + 1]
@@ -157,6 +174,25 @@ impl<'a> Generator<'a> {
             bytes,
             from_prompt,
         }))
+    }
+}
+
+impl Generator<'_> {
+    /// Run, as one batch, the prompt positions `run.c` would feed one at a time: all of them,
+    /// unless the steps run out first or a BOS inside the prompt ends generation early.
+    fn prefill(&mut self) -> Result<()> {
+        let until_bos = self.prompt[1..]
+            .iter()
+            .position(|&t| t == BOS)
+            .map_or(self.prompt.len(), |i| i + 1);
+        let batch = until_bos.min(self.steps);
+        if batch > 1 {
+            let tokens = &self.prompt[..batch];
+            self.model
+                .forward_batch(&mut self.state, tokens, 0, Logits::Last)?;
+            self.prefilled = batch;
+        }
+        Ok(())
     }
 }
 
@@ -247,6 +283,10 @@ impl<'a> Chat<'a> {
     /// As in `run.c`, a message that does not fit in what is left of the conversation is run
     /// until the context is full. A message longer than the model's whole context is refused
     /// with an error before anything is run, so the conversation can go on with a shorter one.
+    ///
+    /// The message goes through the model in batches. `run.c` samples after every position,
+    /// prompt included (which moves the random generator, and prints a newline when the sample
+    /// is EOS), so the batches compute the logits of every position and each is sampled in turn.
     pub fn turn(
         &mut self,
         system: &[u8],
@@ -264,33 +304,79 @@ impl<'a> Chat<'a> {
                 self.model.name()
             )));
         }
+        let Chat {
+            model,
+            tokenizer,
+            sampler,
+            state,
+            steps,
+            pos,
+            next,
+        } = self;
+        let vocab_size = model.config().vocab_size;
+        // run.c feeds the message until the context is full, and ends the turn right after
+        // feeding an EOS (even one from the message).
+        let through_eos = prompt
+            .iter()
+            .position(|&t| t == EOS)
+            .map_or(prompt.len(), |i| i + 1);
+        let fed = through_eos.min(steps.saturating_sub(*pos));
         let mut used = 0;
-        while self.pos < self.steps {
-            let token = if used < prompt.len() {
+        for batch in prompt[..fed].chunks(LOGITS_BATCH) {
+            let logits = model.forward_batch(state, batch, *pos, Logits::All)?;
+            for (&token, row) in batch.iter().zip(logits.chunks_exact_mut(vocab_size)) {
                 used += 1;
-                prompt[used - 1]
-            } else {
-                self.next
-            };
-            // run.c ends the turn after the step that feeds EOS in (even one from the prompt).
-            let ends_turn = token == EOS;
-            let logits = self.model.forward(&mut self.state, token, self.pos)?;
-            self.next = self.sampler.sample(logits);
-            self.pos += 1;
-            if used >= prompt.len() && self.next != EOS {
-                output(tokenizer::printable(
-                    self.tokenizer.decode(token, self.next)?,
-                ));
+                *pos += 1;
+                *next = sample_and_show(
+                    sampler,
+                    tokenizer,
+                    token,
+                    row,
+                    used == prompt.len(),
+                    &mut output,
+                )?;
+                if token == EOS {
+                    return Ok(());
+                }
             }
-            if self.next == EOS {
-                output(b"\n");
-            }
-            if ends_turn {
+        }
+        // The answer, one position at a time, each feeding in the token sampled before it.
+        while *pos < *steps {
+            let token = *next;
+            let logits = model.forward(state, token, *pos)?;
+            *pos += 1;
+            *next = sample_and_show(sampler, tokenizer, token, logits, true, &mut output)?;
+            if token == EOS {
                 break;
             }
         }
         Ok(())
     }
+}
+
+/// Positions per batch when the logits of every position are needed (chat, evaluation): bounds
+/// that buffer to 64 x 32000 floats, 8 MB, for the Llama 2 vocabulary.
+const LOGITS_BATCH: usize = 64;
+
+/// What `run.c` does after each position of a chat: sample the next token from `logits`; once
+/// the message is used up (`answering`), print the piece from `token` to it unless it is EOS;
+/// print a newline for EOS. Returns the sampled token.
+fn sample_and_show(
+    sampler: &mut Sampler,
+    tokenizer: &Tokenizer,
+    token: u32,
+    logits: &mut [f32],
+    answering: bool,
+    output: &mut impl FnMut(&[u8]),
+) -> Result<u32> {
+    let next = sampler.sample(logits);
+    if answering && next != EOS {
+        output(tokenizer::printable(tokenizer.decode(token, next)?));
+    }
+    if next == EOS {
+        output(b"\n");
+    }
+    Ok(next)
 }
 
 /// The result of [`evaluate`]: how well a model predicts a text.
@@ -319,12 +405,18 @@ pub fn evaluate(model: &Model, tokenizer: &Tokenizer, text: &[u8]) -> Result<Eva
     let mut state = model.new_state_with_capacity(seq_len.min(tokens.len()))?;
     let mut total = 0.0f64;
     let mut scored = 0;
-    for window in tokens.windows(2).collect::<Vec<_>>().chunks(seq_len) {
+    let vocab_size = model.config().vocab_size;
+    // Windows of seq_len inputs, each scored against the token that follows it.
+    let inputs = &tokens[..tokens.len() - 1];
+    for (w, window) in inputs.chunks(seq_len).enumerate() {
         state.reset();
-        for (pos, pair) in window.iter().enumerate() {
-            let logits = model.forward(&mut state, pair[0], pos)?;
-            total += cross_entropy(logits, pair[1]);
-            scored += 1;
+        for (b, batch) in window.chunks(LOGITS_BATCH).enumerate() {
+            let start = b * LOGITS_BATCH;
+            let logits = model.forward_batch(&mut state, batch, start, Logits::All)?;
+            for (i, row) in logits.chunks_exact(vocab_size).enumerate() {
+                total += cross_entropy(row, tokens[w * seq_len + start + i + 1]);
+                scored += 1;
+            }
         }
     }
     if scored == 0 {

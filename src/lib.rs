@@ -65,7 +65,7 @@ pub mod tokenizer;
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
-pub use model::{Model, State};
+pub use model::{Logits, Model, State};
 pub use sampler::Sampler;
 pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;

@@ -277,20 +277,21 @@ fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(
     let mut generator =
         Generator::new(model, tokenizer, sampler, prompt, options.steps).map_err(blame_flag)?;
     let mut out = io::stdout().lock();
-    // Like run.c, time from the end of the first step, which includes one-off warm-up costs.
+    // Like run.c, time from the end of the first step, which includes one-off warm-up costs
+    // and, here, the whole prompt (run as one batch): the figure is the decoding speed.
     let mut start = None;
-    for token in generator.by_ref() {
+    while let Some(token) = generator.next() {
         if !emit(&mut out, token?.printable())? {
             return Ok(());
         }
-        start.get_or_insert_with(Instant::now);
+        start.get_or_insert_with(|| (Instant::now(), generator.positions()));
     }
     emit(&mut out, b"\n")?;
-    if let Some(start) = start {
-        let positions = generator.positions();
-        if positions > 1 {
+    if let Some((start, first_positions)) = start {
+        let positions = generator.positions() - first_positions;
+        if positions > 0 {
             let seconds = start.elapsed().as_secs_f64();
-            eprintln!("achieved tok/s: {:.6}", (positions - 1) as f64 / seconds);
+            eprintln!("achieved tok/s: {:.6}", positions as f64 / seconds);
         }
     }
     Ok(())

@@ -60,6 +60,53 @@ impl Matrix<'_> {
         }
     }
 
+    /// `outs[i] = ms[i] x` for several matrices that read the same `x`, each as
+    /// [`Matrix::matmul`] would compute it. Float matrices share one parallel pass.
+    pub(crate) fn matmul_each<const N: usize>(
+        ms: [&Matrix; N],
+        outs: [&mut [f32]; N],
+        x: &[f32],
+        xq: &mut QuantizedVector,
+    ) {
+        let mut floats: [&[f32]; N] = [&[]; N];
+        for (f, m) in floats.iter_mut().zip(ms) {
+            match m {
+                Matrix::F32 { data, .. } => *f = data,
+                Matrix::Q8(_) => {
+                    for (m, out) in ms.into_iter().zip(outs) {
+                        m.matmul(out, x, xq);
+                    }
+                    return;
+                }
+            }
+        }
+        kernels::matmul_each(outs, floats, x);
+    }
+
+    /// `out = X selfᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`,
+    /// and each row of `out` is what [`Matrix::matmul`] gives for that row of `xs`, bit for bit.
+    ///
+    /// Float matrices are read once for the whole batch, with `transposed` (at least `m * rows`
+    /// values) as scratch. Int8 matrices are multiplied one row of `xs` at a time for now.
+    pub(crate) fn matmul_batch(
+        &self,
+        out: &mut [f32],
+        xs: &[f32],
+        transposed: &mut [f32],
+        xq: &mut QuantizedVector,
+    ) {
+        match self {
+            Matrix::F32 { data, cols, .. } => {
+                kernels::matmul_batch(out, data, xs, *cols, transposed)
+            }
+            Matrix::Q8(m) => {
+                for (o, x) in out.chunks_exact_mut(m.rows).zip(xs.chunks_exact(m.cols)) {
+                    quant::matmul(o, m, x, xq);
+                }
+            }
+        }
+    }
+
     /// Copy (or dequantize) row `row` into `out` (`cols` values; `row` below `rows`).
     pub(crate) fn row_into(&self, row: usize, out: &mut [f32]) {
         match self {
@@ -184,6 +231,33 @@ impl Model {
         }
     }
 
+    /// Check that every token is in the vocabulary and that `state` was made for a model of
+    /// this shape.
+    fn check_tokens(&self, tokens: &[u32], state: &State) -> Result<()> {
+        let c = self.config();
+        if let Some(token) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::input(format!(
+                "token {token} is outside the vocabulary of model {} ({} tokens)",
+                self.name(),
+                c.vocab_size
+            )));
+        }
+        if state.config != *c {
+            return Err(Error::input(format!(
+                "the state passed to model {} was made for a model of another shape",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Size of the largest weight matrix, in values: how much work one position's biggest
+    /// matrix product is.
+    fn largest_matrix(&self) -> usize {
+        let c = self.config();
+        c.dim * c.vocab_size.max(c.hidden_dim)
+    }
+
     /// The token embedding table, `(vocab_size, dim)`.
     pub fn token_embedding(&self) -> Matrix<'_> {
         let c = self.config();
@@ -248,21 +322,17 @@ impl Model {
         token: u32,
         pos: usize,
     ) -> Result<&'s mut [f32]> {
+        self.check_tokens(&[token], state)?;
+        state.start_positions(pos, 1)?;
+        kernels::parallel::on_worker(self.largest_matrix(), || {
+            self.forward_position(state, token, pos)
+        });
+        Ok(&mut state.logits)
+    }
+
+    /// The forward pass proper, for a position that has room in the cache.
+    fn forward_position(&self, state: &mut State, token: u32, pos: usize) {
         let c = *self.config();
-        if token as usize >= c.vocab_size {
-            return Err(Error::input(format!(
-                "token {token} is outside the vocabulary of model {} ({} tokens)",
-                self.name(),
-                c.vocab_size
-            )));
-        }
-        if state.config != c {
-            return Err(Error::input(format!(
-                "the state passed to model {} was made for a model of another shape",
-                self.name()
-            )));
-        }
-        state.start_position(pos)?;
         let State {
             x,
             xb,
@@ -276,13 +346,9 @@ impl Model {
             rope,
             xq,
             config: _,
+            batch: _,
         } = state;
-        let attention_shape = AttentionShape {
-            n_heads: c.n_heads,
-            kv_mul: c.kv_mul(),
-            head_dim: c.head_dim(),
-            kv_dim: c.kv_dim(),
-        };
+        let attention_shape = attention_shape(&c);
 
         // The token's embedding starts the residual stream x, (dim,).
         self.token_embedding().row_into(token as usize, x);
@@ -301,9 +367,7 @@ impl Model {
             // Attention block. Normalise x, then project it to the query q (dim,) and to this
             // position's key and value (kv_dim,), which go straight into the KV cache.
             kernels::rms_norm(xb, x, w.attn_norm);
-            w.wq.matmul(q, xb, xq);
-            w.wk.matmul(k, xb, xq);
-            w.wv.matmul(v, xb, xq);
+            Matrix::matmul_each([&w.wq, &w.wk, &w.wv], [q, k, v], xb, xq);
 
             // Rotate q and k by the position (RoPE), so attention scores depend on distance.
             kernels::rope(q, rope);
@@ -328,8 +392,7 @@ impl Model {
 
             // Feed-forward block: normalise, then w2(silu(w1 x) * w3 x), (hidden_dim,) inside.
             kernels::rms_norm(xb, x, w.ffn_norm);
-            w.w1.matmul(hb, xb, xq);
-            w.w3.matmul(hb2, xb, xq);
+            Matrix::matmul_each([&w.w1, &w.w3], [hb, hb2], xb, xq);
             kernels::swiglu(hb, hb2);
             w.w2.matmul(xb, hb, xq);
             kernels::add_in_place(x, xb);
@@ -338,7 +401,190 @@ impl Model {
         // Final norm, then the classifier turns x into one logit per vocabulary entry.
         kernels::rms_norm_in_place(x, self.final_norm());
         self.classifier().matmul(logits, x, xq);
-        Ok(logits)
+    }
+}
+
+/// Which logits [`Model::forward_batch`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's, `(vocab_size,)`: all that sampling the next token needs.
+    Last,
+    /// Every position's, `(tokens, vocab_size)`, for chat mode and evaluation.
+    All,
+}
+
+/// How many positions go through the layers together in a batched forward pass. Larger batches
+/// read the weights fewer times; smaller ones keep the batch's activations in the caches.
+const BATCH_CHUNK: usize = 64;
+
+impl Model {
+    /// Run `tokens` at positions `start_pos..start_pos + tokens.len()` through the model as a
+    /// batch (a prompt, typically) and return the logits `which` asks for.
+    ///
+    /// This is [`Model::forward`] for many positions at once: each weight matrix is read once
+    /// per batch of up to 64 positions instead of once per position, and each position attends
+    /// causally to the positions before it, in the batch or in the cache. The results are bit
+    /// for bit those of feeding the tokens one at a time. With [`Logits::All`], the state's
+    /// [`State::logits`] are the last position's.
+    ///
+    /// `start_pos` follows the rule of `forward`; errors if `tokens` is empty, holds a token
+    /// outside the vocabulary, or does not fit in the state.
+    pub fn forward_batch<'s>(
+        &self,
+        state: &'s mut State,
+        tokens: &[u32],
+        start_pos: usize,
+        which: Logits,
+    ) -> Result<&'s mut [f32]> {
+        let c = *self.config();
+        if tokens.is_empty() {
+            return Err(Error::input(
+                "a batched forward pass needs at least one token",
+            ));
+        }
+        self.check_tokens(tokens, state)?;
+        let n = tokens.len();
+        let what = format!("activations of model {}", self.name());
+        let logits_rows = if which == Logits::All { n } else { 0 };
+        let chunk = n.min(BATCH_CHUNK);
+        state
+            .batch
+            .reserve(&c, chunk, start_pos + n, logits_rows, &what)?;
+        state.start_positions(start_pos, n)?;
+        kernels::parallel::on_worker(chunk * self.largest_matrix(), || {
+            for (i, chunk) in tokens.chunks(BATCH_CHUNK).enumerate() {
+                self.forward_chunk(state, chunk, start_pos + i * BATCH_CHUNK);
+                self.classify_chunk(state, chunk.len(), i * BATCH_CHUNK, n, which);
+            }
+        });
+        match which {
+            Logits::Last => Ok(&mut state.logits),
+            Logits::All => {
+                let all = &mut state.batch.logits[..n * c.vocab_size];
+                state.logits.copy_from_slice(&all[(n - 1) * c.vocab_size..]);
+                Ok(all)
+            }
+        }
+    }
+
+    /// The classifier for a chunk of `m` positions whose final-normed residual stream is in
+    /// `state.batch.x`: into rows `first..first + m` of the batch logits for [`Logits::All`], or
+    /// into the state's logits for the last of `n` positions with [`Logits::Last`].
+    fn classify_chunk(&self, state: &mut State, m: usize, first: usize, n: usize, which: Logits) {
+        let vocab_size = self.config().vocab_size;
+        let Batch {
+            x,
+            transposed,
+            logits,
+            ..
+        } = &mut state.batch;
+        let x = &x[..m * self.config().dim];
+        match which {
+            Logits::All => {
+                let rows = &mut logits[first * vocab_size..(first + m) * vocab_size];
+                self.classifier()
+                    .matmul_batch(rows, x, transposed, &mut state.xq);
+            }
+            Logits::Last if first + m == n => {
+                let last = &x[(m - 1) * self.config().dim..];
+                self.classifier()
+                    .matmul(&mut state.logits, last, &mut state.xq);
+            }
+            Logits::Last => {}
+        }
+    }
+
+    /// The layers of [`Model::forward_batch`] for one chunk of `m` positions from `start` on,
+    /// whose keys and values already have room in the cache. Leaves the final-normed residual
+    /// stream in `state.batch.x`, `(m, dim)`. Every step is the one of [`Model::forward`],
+    /// applied to each row of the batch, with matrix-matrix products for the projections.
+    fn forward_chunk(&self, state: &mut State, tokens: &[u32], start: usize) {
+        let c = *self.config();
+        let m = tokens.len();
+        let (dim, kv_dim, head_dim) = (c.dim, c.kv_dim(), c.head_dim());
+        let State {
+            kv_cache,
+            xq,
+            batch,
+            ..
+        } = state;
+        let Batch {
+            x,
+            xb,
+            xb2,
+            q,
+            hb,
+            hb2,
+            rope,
+            scores,
+            transposed,
+            ..
+        } = batch;
+        let (x, xb, xb2, q) = (
+            &mut x[..m * dim],
+            &mut xb[..m * dim],
+            &mut xb2[..m * dim],
+            &mut q[..m * dim],
+        );
+        let (hb, hb2) = (&mut hb[..m * c.hidden_dim], &mut hb2[..m * c.hidden_dim]);
+        let rope = &mut rope[..m * head_dim / 2];
+
+        // One embedding row per token starts the residual stream x, (m, dim), and one table of
+        // RoPE angles per position serves all layers, (m, head_dim / 2).
+        for ((row, &token), (t, table)) in x
+            .chunks_exact_mut(dim)
+            .zip(tokens)
+            .zip(rope.chunks_exact_mut(head_dim / 2).enumerate())
+        {
+            self.token_embedding().row_into(token as usize, row);
+            kernels::rope_table(table, start + t, head_dim);
+        }
+
+        for l in 0..c.n_layers {
+            let w = self.layer(l);
+            let (keys, values) = kv_cache.layer_mut(l);
+            let batch_kv = start * kv_dim..(start + m) * kv_dim;
+
+            // Attention block: normalise each row, project to queries (m, dim) and to the
+            // batch's keys and values (m, kv_dim), written straight into the cache.
+            for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                kernels::rms_norm(out, row, w.attn_norm);
+            }
+            w.wq.matmul_batch(q, xb, transposed, xq);
+            w.wk.matmul_batch(&mut keys[batch_kv.clone()], xb, transposed, xq);
+            w.wv.matmul_batch(&mut values[batch_kv.clone()], xb, transposed, xq);
+            for ((q_row, k_row), table) in q
+                .chunks_exact_mut(dim)
+                .zip(keys[batch_kv].chunks_exact_mut(kv_dim))
+                .zip(rope.chunks_exact(head_dim / 2))
+            {
+                kernels::rope(q_row, table);
+                kernels::rope(k_row, table);
+            }
+
+            // Each position attends over the cache up to and including itself.
+            let cached = ..(start + m) * kv_dim;
+            let shape = attention_shape(&c);
+            kernels::attention_batch(xb, q, &keys[cached], &values[cached], scores, start, shape);
+
+            // Output projection and residual connection.
+            w.wo.matmul_batch(xb2, xb, transposed, xq);
+            kernels::add_in_place(x, xb2);
+
+            // Feed-forward block, row by row as in `forward`, (m, hidden_dim) inside.
+            for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                kernels::rms_norm(out, row, w.ffn_norm);
+            }
+            w.w1.matmul_batch(hb, xb, transposed, xq);
+            w.w3.matmul_batch(hb2, xb, transposed, xq);
+            kernels::swiglu(hb, hb2);
+            w.w2.matmul_batch(xb, hb, transposed, xq);
+            kernels::add_in_place(x, xb);
+        }
+
+        for row in x.chunks_exact_mut(dim) {
+            kernels::rms_norm_in_place(row, self.final_norm());
+        }
     }
 }
 
@@ -368,6 +614,61 @@ pub struct State {
     xq: QuantizedVector,
     /// The shape of the model this state was made for.
     config: Config,
+    /// Activations of batched forward passes, allocated on first use.
+    batch: Batch,
+}
+
+/// The activations of a batch of positions: like [`State`]'s buffers with one row per position.
+/// Empty until the first batched forward pass, then grown to the largest batch and kept.
+#[derive(Default)]
+struct Batch {
+    /// Residual stream, normalised input, projection output and queries, `(m, dim)` each.
+    x: Vec<f32>,
+    xb: Vec<f32>,
+    xb2: Vec<f32>,
+    q: Vec<f32>,
+    /// Feed-forward gate and up projection, `(m, hidden_dim)` each.
+    hb: Vec<f32>,
+    hb2: Vec<f32>,
+    /// RoPE angles per position, `(m, head_dim / 2)`.
+    rope: Vec<(f32, f32)>,
+    /// Attention scores, `(m, n_heads, positions)`.
+    scores: Vec<f32>,
+    /// Scratch for transposed matrix products, `(largest output row, m)`.
+    transposed: Vec<f32>,
+    /// Logits of every position, `(tokens, vocab_size)`, for [`Logits::All`].
+    logits: Vec<f32>,
+}
+
+impl Batch {
+    /// Make room for chunks of up to `m` positions attending over up to `positions` positions,
+    /// and for the logits of `logits_rows` positions.
+    fn reserve(
+        &mut self,
+        c: &Config,
+        m: usize,
+        positions: usize,
+        logits_rows: usize,
+        what: &str,
+    ) -> Result<()> {
+        for buffer in [&mut self.x, &mut self.xb, &mut self.xb2, &mut self.q] {
+            grow(buffer, m * c.dim, what)?;
+        }
+        grow(&mut self.hb, m * c.hidden_dim, what)?;
+        grow(&mut self.hb2, m * c.hidden_dim, what)?;
+        grow(&mut self.scores, m * c.n_heads * positions, what)?;
+        let widest = if logits_rows > 0 { c.vocab_size } else { 0 };
+        grow(
+            &mut self.transposed,
+            m * widest.max(c.dim).max(c.hidden_dim),
+            what,
+        )?;
+        grow(&mut self.logits, logits_rows * c.vocab_size, what)?;
+        if self.rope.len() < m * c.head_dim() / 2 {
+            self.rope.resize(m * c.head_dim() / 2, (0.0, 0.0));
+        }
+        Ok(())
+    }
 }
 
 impl State {
@@ -395,14 +696,16 @@ impl State {
             rope: vec![(0.0, 0.0); c.head_dim() / 2],
             xq: QuantizedVector::default(),
             config: *c,
+            batch: Batch::default(),
         })
     }
 
-    /// Make room for position `pos` in the KV cache and the attention scores.
-    fn start_position(&mut self, pos: usize) -> Result<()> {
-        self.kv_cache.start_position(pos)?;
+    /// Make room for `n` positions from `start` on in the KV cache (dropping any positions after
+    /// them), and for the last one's attention scores.
+    fn start_positions(&mut self, start: usize, n: usize) -> Result<()> {
+        self.kv_cache.start_positions(start, n)?;
         // Within capacity, so within what `State::new` reserved: this never reallocates.
-        self.scores.resize(self.config.n_heads * (pos + 1), 0.0);
+        self.scores.resize(self.config.n_heads * (start + n), 0.0);
         Ok(())
     }
 
@@ -424,6 +727,11 @@ impl State {
     /// The logits of the last forward pass.
     pub fn logits(&self) -> &[f32] {
         &self.logits
+    }
+
+    /// The logits of the last forward pass, for a sampler to overwrite.
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.logits
     }
 
     /// Forget every position, to start a new sequence with the same buffers.
@@ -473,25 +781,28 @@ impl KvCache {
         })
     }
 
-    /// Make room for position `pos` (dropping any positions after it) and count it as filled.
-    fn start_position(&mut self, pos: usize) -> Result<()> {
-        if pos >= self.capacity {
+    /// Make room for `n` positions from `start` on (dropping any positions after them) and count
+    /// them as filled. Nothing changes if they do not fit or skip ahead.
+    fn start_positions(&mut self, start: usize, n: usize) -> Result<()> {
+        let end = start.saturating_add(n);
+        if end > self.capacity {
             return Err(Error::input(format!(
-                "position {pos} is beyond the context of {} positions",
+                "position {} is beyond the context of {} positions",
+                end - 1,
                 self.capacity
             )));
         }
-        if pos > self.positions {
+        if start > self.positions {
             return Err(Error::input(format!(
-                "position {pos} skips ahead: only {} positions have been processed",
+                "position {start} skips ahead: only {} positions have been processed",
                 self.positions
             )));
         }
-        let len = (pos + 1) * self.kv_dim;
+        let len = end * self.kv_dim;
         for buffer in self.keys.iter_mut().chain(self.values.iter_mut()) {
             buffer.resize(len, 0.0);
         }
-        self.positions = pos + 1;
+        self.positions = end;
         Ok(())
     }
 
@@ -520,6 +831,31 @@ fn copy_misaligned_scales(checkpoint: &Checkpoint) -> BTreeMap<usize, Vec<f32>> 
         }
     }
     copies
+}
+
+/// The shapes attention needs, from the model's hyperparameters.
+fn attention_shape(c: &Config) -> AttentionShape {
+    AttentionShape {
+        n_heads: c.n_heads,
+        kv_mul: c.kv_mul(),
+        head_dim: c.head_dim(),
+        kv_dim: c.kv_dim(),
+    }
+}
+
+/// Grow `buffer` to at least `len` floats, or return an error instead of aborting if memory
+/// runs out.
+fn grow(buffer: &mut Vec<f32>, len: usize, what: &str) -> Result<()> {
+    if buffer.len() < len {
+        buffer
+            .try_reserve_exact(len - buffer.len())
+            .map_err(|_| Error::OutOfMemory {
+                what: what.to_string(),
+                bytes: len as u128 * 4,
+            })?;
+        buffer.resize(len, 0.0);
+    }
+    Ok(())
 }
 
 /// A zeroed buffer of `len` floats, or an error instead of an abort if memory runs out.
