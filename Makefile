@@ -31,5 +31,10 @@ examples:
 	$(CARGO) run --release --example story -- $(MODEL) $(TOKENIZER) "Once upon a time"
 	$(CARGO) run --release --example embedded
 
+# Speed on this machine: one table for stories260K and synthetic stories15M/42M/110M (written to
+# target/bench-models/ on first use). LLAMA2C_RUN=/path/to/llama2.c/run adds llama2.c's numbers.
+bench:
+	$(CARGO) bench --bench bench
+
 clean:
 	$(CARGO) clean
