@@ -16,6 +16,31 @@ pub fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
     }
 }
 
+/// The dot product summed exactly as the fast kernels sum it (see [`super::simd`]): 16 running
+/// sums over chunks of 16 columns, each product rounded before it is added; the sums added
+/// pairwise, upper half onto lower half; then the columns left over, in order, added last.
+pub fn dot_in_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let full = a.len() - a.len() % 16;
+    let mut sums = [0.0f32; 16];
+    for k in (0..full).step_by(16) {
+        for i in 0..16 {
+            sums[i] += a[k + i] * b[k + i];
+        }
+    }
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            sums[i] += sums[i + width];
+        }
+        width /= 2;
+    }
+    let mut tail = 0.0f32;
+    for k in full..a.len() {
+        tail += a[k] * b[k];
+    }
+    sums[0] + tail
+}
+
 /// Sequential dot product.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut sum = 0.0f32;

@@ -1,18 +1,21 @@
 //! The hot loops (dot products, matrix-vector and matrix-matrix products), with the instruction
 //! set chosen at run time.
 //!
-//! Every kernel here is written once, generically over a `Vector` of `f32` lanes, and built
-//! for each instruction set: AVX-512F (16 lanes) and AVX2 with FMA (8 lanes) in `kernels/x86.rs`,
-//! and `Portable`, a 16-lane array the compiler vectorises as best it can, for every other CPU.
+//! Every kernel here is written once, generically over a `Vector` of 16 `f32` lanes, and built
+//! for each instruction set: AVX-512F (one register) and AVX2 (two) in `kernels/x86.rs`, and
+//! `Portable`, an array the compiler vectorises as best it can, for every other CPU.
 //! [`Isa::detect`] picks the best one the CPU has, once per process.
 //!
-//! One rule makes a batch of tokens give exactly the same numbers as one token at a time: each
-//! output element is one dot product accumulated in one vector register, `LANES` columns at a
-//! time in order, then a zero-padded final chunk, then a fixed reduction tree (`Vector::sum`).
-//! Tiles of several rows and tokens only interleave independent dot products (which hides the
-//! latency of the multiply-adds and reuses each loaded weight for several tokens); they never
-//! change how any one of them is summed. So on a given [`Isa`], [`matvec`] and [`matmul_t`] agree
-//! bit for bit.
+//! Every dot product is summed the same way, on every instruction set: 16 running sums, one per
+//! lane, take the columns in chunks of 16 (each product rounded, then added: no fused
+//! multiply-add); the 16 sums are added pairwise, upper half onto lower half, down to one; the
+//! columns left after the last full chunk are summed in order and added last. So every
+//! instruction set gives the same bits, and so does [`super::plain::dot_in_lanes`], which spells
+//! the order out. (The bits are not `run.c`'s, which sums each row strictly in order, but they
+//! have matched its sampled text in every case tested.) Tiles of several rows and tokens only
+//! interleave independent dot products (which hides the latency of the arithmetic and reuses
+//! each loaded weight for several tokens); they never change how one is summed. So a batch of
+//! tokens gives exactly the numbers of one token at a time.
 //!
 //! Threads are not this module's business: see [`super::parallel`].
 
@@ -23,9 +26,9 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Plain Rust the compiler vectorises for the build target: runs everywhere.
     Portable,
-    /// x86-64 AVX2 with fused multiply-add, 8 lanes.
+    /// x86-64 AVX2, two 8-lane registers per vector.
     Avx2,
-    /// x86-64 AVX-512F, 16 lanes.
+    /// x86-64 AVX-512F, one 16-lane register per vector.
     Avx512,
 }
 
@@ -73,7 +76,7 @@ impl Isa {
         match self {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Avx2 => is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
@@ -253,8 +256,9 @@ pub(crate) trait Vector: Copy {
     /// Store the first `n` lanes (`n < LANES`); `p` must point to `n` writable floats.
     unsafe fn store_partial(self, p: *mut f32, n: usize);
 
-    /// `self + a * b` lane by lane (fused, with one rounding, where the ISA has it).
-    unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+    /// `self + a * b` lane by lane, rounding the product and then the sum: no fused
+    /// multiply-add, whose single rounding would give other bits than `run.c`'s arithmetic.
+    unsafe fn add_product(self, a: Self, b: Self) -> Self;
 
     /// The sum of the lanes: the upper half is added to the lower half, lane by lane, until one
     /// lane is left.
@@ -300,8 +304,8 @@ pub(crate) trait Vector: Copy {
             let n = x.mul(Self::splat(std::f32::consts::LOG2_E)).round();
             // r = x - n ln 2, with ln 2 split in two so that n * LN2_HI is exact.
             let r = x
-                .mul_add(n, Self::splat(-0.693_359_4))
-                .mul_add(n, Self::splat(2.121_944_4e-4));
+                .add_product(n, Self::splat(-0.693_359_4))
+                .add_product(n, Self::splat(2.121_944_4e-4));
             let mut p = Self::splat(1.987_569_1e-4);
             for c in [
                 1.398_199_9e-3,
@@ -310,10 +314,10 @@ pub(crate) trait Vector: Copy {
                 0.166_666_65,
                 0.5,
             ] {
-                p = Self::splat(c).mul_add(p, r);
+                p = Self::splat(c).add_product(p, r);
             }
             // e^r = 1 + r + r^2 p(r)
-            let e_r = r.add(Self::splat(1.0)).mul_add(p, r.mul(r));
+            let e_r = r.add(Self::splat(1.0)).add_product(p, r.mul(r));
             e_r.scale_by_pow2(n)
         }
     }
@@ -376,9 +380,7 @@ impl Vector for Portable {
     }
 
     #[inline(always)]
-    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
-        // A separate multiply and add: `f32::mul_add` would call a slow software fused
-        // multiply-add on targets without one.
+    unsafe fn add_product(self, a: Self, b: Self) -> Self {
         self.zip(a.mul(b), |x, ab| x + ab)
     }
 
@@ -429,7 +431,7 @@ impl Vector for Portable {
 }
 
 /// Dot products of `R` weight rows with `T` activation vectors, all `n` long:
-/// `out[r][t] = rows[r] · xs[t]`, each in its own accumulator (see the module documentation).
+/// `out[r][t] = rows[r] · xs[t]`, each summed in the order of the module documentation.
 ///
 /// # Safety
 ///
@@ -440,8 +442,7 @@ unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
     xs: [*const f32; T],
     n: usize,
 ) -> [[f32; T]; R] {
-    // SAFETY (for every load below): offsets stay below `n`, and partial loads read only the
-    // `n - k` floats that remain; the caller vouches for the CPU.
+    // SAFETY (for every read below): offsets stay below `n`; the caller vouches for the CPU.
     unsafe {
         let mut acc = [[V::zero(); T]; R];
         let full = n - n % V::LANES;
@@ -454,30 +455,22 @@ unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
             for t in 0..T {
                 let x = V::load(xs[t].add(k));
                 for r in 0..R {
-                    acc[r][t] = acc[r][t].mul_add(w[r], x);
+                    acc[r][t] = acc[r][t].add_product(w[r], x);
                 }
             }
             k += V::LANES;
-        }
-        if k < n {
-            let rest = n - k;
-            let mut w = [V::zero(); R];
-            for r in 0..R {
-                w[r] = V::load_partial(rows[r].add(k), rest);
-            }
-            for t in 0..T {
-                let x = V::load_partial(xs[t].add(k), rest);
-                for r in 0..R {
-                    acc[r][t] = acc[r][t].mul_add(w[r], x);
-                }
-            }
         }
         // Plain loops rather than `array::map`, whose closures might not be inlined into the
         // caller's `#[target_feature]` context (and then neither would the intrinsics).
         let mut dots = [[0.0; T]; R];
         for r in 0..R {
             for t in 0..T {
-                dots[r][t] = acc[r][t].sum();
+                // The columns left over after the last full chunk, in order, on their own.
+                let mut tail = 0.0f32;
+                for j in full..n {
+                    tail += *rows[r].add(j) * *xs[t].add(j);
+                }
+                dots[r][t] = acc[r][t].sum() + tail;
             }
         }
         dots
@@ -577,7 +570,7 @@ pub(crate) unsafe fn weighted_sum_generic<V: Vector>(
                 } else {
                     V::load_partial(p, lanes)
                 };
-                acc = acc.mul_add(V::splat(weight), v);
+                acc = acc.add_product(V::splat(weight), v);
             }
             if lanes == V::LANES {
                 acc.store(out.as_mut_ptr().add(j));

@@ -194,6 +194,28 @@ fn every_isa_dot_matches_plain() {
     }
 }
 
+/// Every instruction set sums dot products in the one documented order, so each gives exactly
+/// the bits of `plain::dot_in_lanes`.
+#[test]
+fn every_isa_dot_has_the_documented_bits() {
+    let mut rng = TestRng::new(19);
+    for isa in Isa::available() {
+        for n in (0..70).chain([100, 172, 288, 768, 1001]) {
+            let a = rng.vec(n);
+            let b = rng.vec(n);
+            let expected = plain::dot_in_lanes(&a, &b);
+            assert_eq!(
+                isa.dot(&a, &b).to_bits(),
+                expected.to_bits(),
+                "{isa:?} n {n}"
+            );
+            let mut out = [0.0];
+            isa.matvec(&mut out, &a, &b);
+            assert_eq!(out[0].to_bits(), expected.to_bits(), "{isa:?} matvec n {n}");
+        }
+    }
+}
+
 #[test]
 fn every_isa_matvec_matches_plain() {
     let mut rng = TestRng::new(12);

@@ -1,7 +1,7 @@
-//! x86-64 vector registers for the generic kernels of [`super::simd`]: AVX2 with FMA (8 lanes)
-//! and AVX-512F (16 lanes).
+//! x86-64 vectors of 16 lanes for the generic kernels of [`super::simd`]: one AVX-512F register,
+//! or two AVX2 registers.
 //!
-//! This module only says how to load, multiply-add and sum one register, and builds each generic
+//! This module only says how to load, multiply, add and sum one vector, and builds each generic
 //! kernel once per instruction set inside a `#[target_feature]` function, so the compiler may use
 //! those instructions there (and only there). Which one runs is decided in [`super::simd::Isa`].
 
@@ -12,97 +12,132 @@ use super::simd::{
     weighted_sum_generic, Vector,
 };
 
-/// An AVX2 register of 8 lanes.
+/// Sixteen lanes in two AVX2 registers: lanes 0-7 and 8-15. Sixteen, not eight, so that sums
+/// come out exactly as on the other instruction sets (see [`super::simd`]).
 #[derive(Clone, Copy)]
-pub(crate) struct Avx2(__m256);
+pub(crate) struct Avx2(__m256, __m256);
+
+impl Avx2 {
+    /// `f` applied to each half.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports whatever `f` uses.
+    #[inline(always)]
+    unsafe fn halves(self, b: Self, f: impl Fn(__m256, __m256) -> __m256) -> Self {
+        Avx2(f(self.0, b.0), f(self.1, b.1))
+    }
+}
 
 impl Vector for Avx2 {
-    const LANES: usize = 8;
+    const LANES: usize = 16;
 
     #[inline(always)]
     unsafe fn zero() -> Self {
         // SAFETY: the caller has checked for AVX2 (see `Vector`).
-        Avx2(unsafe { _mm256_setzero_ps() })
+        unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
     }
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the caller guarantees 8 readable floats at `p` and AVX2; unaligned is fine.
-        Avx2(unsafe { _mm256_loadu_ps(p) })
+        // SAFETY: the caller guarantees 16 readable floats at `p` and AVX2; unaligned is fine.
+        unsafe { Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
     }
 
     #[inline(always)]
     unsafe fn load_partial(p: *const f32, n: usize) -> Self {
-        // SAFETY: the mask enables only the first `n` lanes, which the caller guarantees are
+        // SAFETY: the masks enable only the first `n` lanes, which the caller guarantees are
         // readable; masked-off lanes are not accessed and read as zero.
-        unsafe { Avx2(_mm256_maskload_ps(p, avx2_mask(n))) }
+        unsafe {
+            if n >= 8 {
+                Avx2(
+                    _mm256_loadu_ps(p),
+                    _mm256_maskload_ps(p.add(8), avx2_mask(n - 8)),
+                )
+            } else {
+                Avx2(_mm256_maskload_ps(p, avx2_mask(n)), _mm256_setzero_ps())
+            }
+        }
     }
 
     #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
         // SAFETY: the caller has checked for AVX2.
-        Avx2(unsafe { _mm256_set1_ps(v) })
+        unsafe { Avx2(_mm256_set1_ps(v), _mm256_set1_ps(v)) }
     }
 
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 8 writable floats at `p` and AVX2.
-        unsafe { _mm256_storeu_ps(p, self.0) }
+        // SAFETY: the caller guarantees 16 writable floats at `p` and AVX2.
+        unsafe {
+            _mm256_storeu_ps(p, self.0);
+            _mm256_storeu_ps(p.add(8), self.1);
+        }
     }
 
     #[inline(always)]
     unsafe fn store_partial(self, p: *mut f32, n: usize) {
-        // SAFETY: the mask enables only the first `n` lanes, which the caller guarantees are
+        // SAFETY: the masks enable only the first `n` lanes, which the caller guarantees are
         // writable; masked-off lanes are not touched.
-        unsafe { _mm256_maskstore_ps(p, avx2_mask(n), self.0) }
+        unsafe {
+            if n >= 8 {
+                _mm256_storeu_ps(p, self.0);
+                _mm256_maskstore_ps(p.add(8), avx2_mask(n - 8), self.1);
+            } else {
+                _mm256_maskstore_ps(p, avx2_mask(n), self.0);
+            }
+        }
     }
 
     #[inline(always)]
-    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
-        // SAFETY: the caller has checked for FMA.
-        Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
+    unsafe fn add_product(self, a: Self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX2.
+        unsafe {
+            let product = a.halves(b, |a, b| _mm256_mul_ps(a, b));
+            self.halves(product, |s, p| _mm256_add_ps(s, p))
+        }
     }
 
     #[inline(always)]
     unsafe fn add(self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX2.
-        Avx2(unsafe { _mm256_add_ps(self.0, b.0) })
+        unsafe { self.halves(b, |a, b| _mm256_add_ps(a, b)) }
     }
 
     #[inline(always)]
     unsafe fn mul(self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX2.
-        Avx2(unsafe { _mm256_mul_ps(self.0, b.0) })
+        unsafe { self.halves(b, |a, b| _mm256_mul_ps(a, b)) }
     }
 
     #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX2.
-        Avx2(unsafe { _mm256_max_ps(self.0, b.0) })
+        unsafe { self.halves(b, |a, b| _mm256_max_ps(a, b)) }
     }
 
     #[inline(always)]
     unsafe fn min(self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX2.
-        Avx2(unsafe { _mm256_min_ps(self.0, b.0) })
+        unsafe { self.halves(b, |a, b| _mm256_min_ps(a, b)) }
     }
 
     #[inline(always)]
     unsafe fn round(self) -> Self {
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         // SAFETY: the caller has checked for AVX2.
-        Avx2(unsafe {
-            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0)
-        })
+        unsafe { self.halves(self, |a, _| _mm256_round_ps::<NEAREST>(a)) }
     }
 
     #[inline(always)]
     unsafe fn scale_by_pow2(self, n: Self) -> Self {
         // SAFETY: the caller has checked for AVX2.
         unsafe {
-            // 2^n is the float with biased exponent n + 127 and a zero mantissa.
-            let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n.0), _mm256_set1_epi32(127));
-            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent));
-            Avx2(_mm256_mul_ps(self.0, pow2))
+            self.halves(n, |v, n| {
+                // 2^n is the float with biased exponent n + 127 and a zero mantissa.
+                let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+                _mm256_mul_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent)))
+            })
         }
     }
 
@@ -110,8 +145,8 @@ impl Vector for Avx2 {
     unsafe fn sum(self) -> f32 {
         // SAFETY: the caller has checked for AVX2.
         unsafe {
-            let v = self.0;
-            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let oct = _mm256_add_ps(self.0, self.1);
+            let quad = _mm_add_ps(_mm256_castps256_ps128(oct), _mm256_extractf128_ps::<1>(oct));
             let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
             let one = _mm_add_ss(pair, _mm_shuffle_ps::<0b01>(pair, pair));
             _mm_cvtss_f32(one)
@@ -182,9 +217,9 @@ impl Vector for Avx512 {
     }
 
     #[inline(always)]
-    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+    unsafe fn add_product(self, a: Self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX-512F.
-        Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        Avx512(unsafe { _mm512_add_ps(self.0, _mm512_mul_ps(a.0, b.0)) })
     }
 
     #[inline(always)]
@@ -245,8 +280,8 @@ impl Vector for Avx512 {
 ///
 /// # Safety
 ///
-/// The CPU supports AVX2 and FMA; `a` and `b` have the same length.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2; `a` and `b` have the same length.
+#[target_feature(enable = "avx2")]
 pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     // SAFETY: forwarded from this function's contract.
     unsafe { dot_generic::<Avx2>(a, b) }
@@ -267,8 +302,8 @@ pub(crate) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 ///
 /// # Safety
 ///
-/// The CPU supports AVX2 and FMA; `w.len() == out.len() * x.len()`.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2; `w.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx2")]
 pub(crate) unsafe fn matvec_avx2(out: &mut [f32], w: &[f32], x: &[f32]) {
     // SAFETY: forwarded from this function's contract.
     unsafe { matvec_generic::<Avx2>(out, w, x) }
@@ -285,20 +320,20 @@ pub(crate) unsafe fn matvec_avx512(out: &mut [f32], w: &[f32], x: &[f32]) {
     unsafe { matvec_generic::<Avx512>(out, w, x) }
 }
 
-/// [`super::simd::Isa::matmul_t`] with AVX2: tiles of 3 rows by 4 tokens (12 accumulators of
-/// the 16 registers).
+/// [`super::simd::Isa::matmul_t`] with AVX2: tiles of 2 rows by 2 tokens (4 accumulators of two
+/// registers each, of the 16 registers; the fastest tile measured).
 ///
 /// # Safety
 ///
-/// The CPU supports AVX2 and FMA; the shapes are consistent.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2; the shapes are consistent.
+#[target_feature(enable = "avx2")]
 pub(crate) unsafe fn matmul_t_avx2(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { matmul_t_generic::<Avx2, 3, 3>(out_t, w, xs, cols) }
+    unsafe { matmul_t_generic::<Avx2, 2, 2>(out_t, w, xs, cols) }
 }
 
-/// [`super::simd::Isa::matmul_t`] with AVX-512: tiles of 4 rows by 6 tokens (24 accumulators
-/// of the 32 registers).
+/// [`super::simd::Isa::matmul_t`] with AVX-512: tiles of 4 rows by 4 tokens (16 accumulators of
+/// the 32 registers; larger tiles measured slower, the compiler spilling accumulators).
 ///
 /// # Safety
 ///
@@ -313,8 +348,8 @@ pub(crate) unsafe fn matmul_t_avx512(out_t: &mut [f32], w: &[f32], xs: &[f32], c
 ///
 /// # Safety
 ///
-/// The CPU supports AVX2 and FMA; the rows fit in `rows`.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2; the rows fit in `rows`.
+#[target_feature(enable = "avx2")]
 pub(crate) unsafe fn dots_strided_avx2(scores: &mut [f32], q: &[f32], rows: &[f32], stride: usize) {
     // SAFETY: forwarded from this function's contract.
     unsafe { dots_strided_generic::<Avx2>(scores, q, rows, stride) }
@@ -340,8 +375,8 @@ pub(crate) unsafe fn dots_strided_avx512(
 ///
 /// # Safety
 ///
-/// The CPU supports AVX2 and FMA; the rows fit in `rows`.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2; the rows fit in `rows`.
+#[target_feature(enable = "avx2")]
 pub(crate) unsafe fn weighted_sum_avx2(
     out: &mut [f32],
     weights: &[f32],
@@ -372,8 +407,8 @@ pub(crate) unsafe fn weighted_sum_avx512(
 ///
 /// # Safety
 ///
-/// The CPU supports AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
+/// The CPU supports AVX2.
+#[target_feature(enable = "avx2")]
 pub(crate) unsafe fn softmax_avx2(x: &mut [f32]) {
     // SAFETY: forwarded from this function's contract.
     unsafe { softmax_generic::<Avx2>(x) }
