@@ -415,14 +415,14 @@ pub enum Logits {
 
 /// How many positions go through the layers together in a batched forward pass. Larger batches
 /// read the weights fewer times; smaller ones keep the batch's activations in the caches.
-const BATCH_CHUNK: usize = 64;
+const BATCH_CHUNK: usize = 128;
 
 impl Model {
     /// Run `tokens` at positions `start_pos..start_pos + tokens.len()` through the model as a
     /// batch (a prompt, typically) and return the logits `which` asks for.
     ///
     /// This is [`Model::forward`] for many positions at once: each weight matrix is read once
-    /// per batch of up to 64 positions instead of once per position, and each position attends
+    /// per batch of up to 128 positions instead of once per position, and each position attends
     /// causally to the positions before it, in the batch or in the cache. The results are bit
     /// for bit those of feeding the tokens one at a time. With [`Logits::All`], the state's
     /// [`State::logits`] are the last position's.
