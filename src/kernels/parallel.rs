@@ -121,22 +121,43 @@ pub fn for_each_head<F>(
     }
 }
 
-/// Run `f`, whose largest parallel loop costs `work` multiply-adds, on one of rayon's worker
-/// threads and wait for it; or just call it, if that loop would not run in parallel anyway (or
-/// without the `parallel` feature).
+/// Run `f`, whose largest parallel loop costs `work` multiply-adds, with every thread of the pool
+/// on call for the parallel loops inside it; or just call it, if that loop would not run in
+/// parallel anyway (or without the `parallel` feature).
 ///
-/// A parallel loop started from outside the pool wakes the workers and puts the calling thread
-/// to sleep until they finish, which for a forward pass means a pair of context switches per
-/// matrix. Started from a worker, the loops hand work between workers directly, and the caller
-/// sleeps once per forward pass. For a model too small to use threads, even that one hand-over
-/// would cost more than the pass itself.
+/// A forward pass is dozens of short parallel loops with a little serial work between them. Left
+/// to itself, rayon puts the calling thread to sleep for each loop and lets idle workers doze off
+/// between loops, so every loop starts by waking threads up. Here `f` runs on a worker, and the
+/// other workers stay awake until it returns: each polls for the loops' work and runs it, and
+/// yields the core to the operating system whenever it finds none.
 #[cfg(feature = "parallel")]
 pub fn on_worker<R: Send, F: FnOnce() -> R + Send>(work: usize, f: F) -> R {
-    if thread_count() > 1 && work >= MIN_PARALLEL_WORK {
-        rayon::scope(|_| f())
-    } else {
-        f()
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let threads = thread_count();
+    if threads <= 1 || work < MIN_PARALLEL_WORK {
+        return f();
     }
+    let done = &AtomicBool::new(false);
+    rayon::scope(|scope| {
+        let owner = rayon::current_thread_index();
+        for _ in 1..threads {
+            scope.spawn(move |_| {
+                // The thread running `f` may pick up one of these while it waits inside `f`:
+                // it must not wait here for `f` to finish.
+                if rayon::current_thread_index() == owner {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::thread::yield_now();
+                    }
+                }
+            });
+        }
+        let result = f();
+        done.store(true, Ordering::Release);
+        result
+    })
 }
 
 /// See the `parallel` version: without threads, just call `f`.
