@@ -162,19 +162,19 @@ impl Isa {
         }
     }
 
-    /// Softmax in place with a vectorised `e^x`: within a few ulp of [`super::softmax`] but not
-    /// bit for bit (and much faster). For attention, whose probabilities nothing outside the
-    /// model sees; the sampler keeps the exact one.
-    pub fn softmax(self, x: &mut [f32]) {
+    /// The largest value of `x` (negative infinity if `x` is empty), exactly as the in-order
+    /// scan `if v > max { max = v }` from `x[0]` finds it: NaNs after the first value are passed
+    /// over. (Of a `0.0` and a `-0.0` either may come back.)
+    pub fn max(self, x: &[f32]) -> f32 {
         match self.or_portable() {
             // SAFETY: `or_portable` checked that the CPU has the instructions.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { super::x86::softmax_avx2(x) },
+            Isa::Avx2 => unsafe { super::x86::max_avx2(x) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { super::x86::softmax_avx512(x) },
+            Isa::Avx512 => unsafe { super::x86::max_avx512(x) },
             // SAFETY: the portable vector has no CPU requirements.
-            _ => unsafe { softmax_generic::<Portable>(x) },
+            _ => unsafe { max_generic::<Portable>(x) },
         }
     }
 
@@ -247,6 +247,10 @@ pub(crate) trait Vector: Copy {
     /// `n` readable floats.
     unsafe fn load_partial(p: *const f32, n: usize) -> Self;
 
+    /// Lane `j` from `p + j * stride`; those `LANES` floats must be readable, and
+    /// `stride * LANES` must fit in an `i32`.
+    unsafe fn gather(p: *const f32, stride: usize) -> Self;
+
     /// Every lane `v`.
     unsafe fn splat(v: f32) -> Self;
 
@@ -270,56 +274,20 @@ pub(crate) trait Vector: Copy {
     /// `self * b` lane by lane.
     unsafe fn mul(self, b: Self) -> Self;
 
-    /// The larger of `self` and `b`, lane by lane.
+    /// Lane by lane, `self` where it is greater than `b`, otherwise `b`: the step of an in-order
+    /// maximum scan, which passes over a NaN in `self` and keeps one in `b`.
     unsafe fn max(self, b: Self) -> Self;
 
-    /// The smaller of `self` and `b`, lane by lane.
-    unsafe fn min(self, b: Self) -> Self;
-
-    /// Round each lane to the nearest integer (ties to even).
-    unsafe fn round(self) -> Self;
-
-    /// `self * 2^n`, for lanes `n` holding integers in `-126..=127`.
-    unsafe fn scale_by_pow2(self, n: Self) -> Self;
-
-    /// The largest lane.
+    /// The largest lane, by the in-order scan of [`Vector::max`] from lane 0.
     #[inline(always)]
     unsafe fn max_lane(self) -> f32 {
         let mut lanes = [0.0f32; 16];
         // SAFETY: no vector has more than 16 lanes; the caller vouches for the CPU.
         unsafe { self.store(lanes.as_mut_ptr()) };
-        lanes[..Self::LANES]
+        let lanes = &lanes[..Self::LANES];
+        lanes[1..]
             .iter()
-            .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
-    }
-
-    /// `e^x` lane by lane, within 2 ulp for `x` in `-87.3..88`; smaller inputs give `e^-87.3`
-    /// (about 1e-38) and larger ones `e^88`. Cephes' method: `e^x = 2^n e^r` with
-    /// `n = round(x / ln 2)` and a polynomial for `e^r` on `|r| <= ln(2) / 2`.
-    #[inline(always)]
-    unsafe fn exp(self) -> Self {
-        // SAFETY: only lane arithmetic; the caller vouches for the CPU.
-        unsafe {
-            let x = self.max(Self::splat(-87.336_55)).min(Self::splat(88.0));
-            let n = x.mul(Self::splat(std::f32::consts::LOG2_E)).round();
-            // r = x - n ln 2, with ln 2 split in two so that n * LN2_HI is exact.
-            let r = x
-                .add_product(n, Self::splat(-0.693_359_4))
-                .add_product(n, Self::splat(2.121_944_4e-4));
-            let mut p = Self::splat(1.987_569_1e-4);
-            for c in [
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                0.166_666_65,
-                0.5,
-            ] {
-                p = Self::splat(c).add_product(p, r);
-            }
-            // e^r = 1 + r + r^2 p(r)
-            let e_r = r.add(Self::splat(1.0)).add_product(p, r.mul(r));
-            e_r.scale_by_pow2(n)
-        }
+            .fold(lanes[0], |m, &v| if v > m { v } else { m })
     }
 }
 
@@ -363,6 +331,16 @@ impl Vector for Portable {
     }
 
     #[inline(always)]
+    unsafe fn gather(p: *const f32, stride: usize) -> Self {
+        let mut lanes = [0.0; 16];
+        for (j, lane) in lanes.iter_mut().enumerate() {
+            // SAFETY: the caller guarantees that `p + j * stride` is readable for every lane.
+            *lane = unsafe { *p.add(j * stride) };
+        }
+        Portable(lanes)
+    }
+
+    #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
         Portable([v; 16])
     }
@@ -396,24 +374,7 @@ impl Vector for Portable {
 
     #[inline(always)]
     unsafe fn max(self, b: Self) -> Self {
-        self.zip(b, f32::max)
-    }
-
-    #[inline(always)]
-    unsafe fn min(self, b: Self) -> Self {
-        self.zip(b, f32::min)
-    }
-
-    #[inline(always)]
-    unsafe fn round(self) -> Self {
-        self.zip(self, |x, _| x.round_ties_even())
-    }
-
-    #[inline(always)]
-    unsafe fn scale_by_pow2(self, n: Self) -> Self {
-        // 2^n is the float with biased exponent n + 127 and a zero mantissa.
-        let pow2 = |n: f32| f32::from_bits(((n as i32 + 127) as u32) << 23);
-        self.zip(n, |x, n| x * pow2(n))
+        self.zip(b, |a, b| if a > b { a } else { b })
     }
 
     #[inline(always)]
@@ -510,6 +471,10 @@ pub(crate) unsafe fn matvec_generic<V: Vector>(out: &mut [f32], w: &[f32], x: &[
 /// [`Isa::dots_strided`] for vector type `V`: four rows at a time, since rows this short
 /// (one head) stream well together.
 ///
+/// Rows shorter than one vector (the heads of tiny models) have no full chunk: their dot product
+/// is summed in order, column after column. For those, blocks of `LANES` rows go in the lanes
+/// instead, one column at a time, which adds in the same order.
+///
 /// # Safety
 ///
 /// The CPU supports `V`'s instructions; the rows fit in `rows` (see `check_strided`).
@@ -522,8 +487,24 @@ pub(crate) unsafe fn dots_strided_generic<V: Vector>(
 ) {
     let n = q.len();
     let row = |t: usize| rows[t * stride..].as_ptr();
-    let mut groups = scores.chunks_exact_mut(4);
     let mut t = 0;
+    if n < V::LANES && stride.saturating_mul(V::LANES) <= i32::MAX as usize {
+        let mut blocks = scores.chunks_exact_mut(V::LANES);
+        for block in &mut blocks {
+            // SAFETY: rows `t..t + LANES` hold `n` floats each, so column `i < n` of each is
+            // readable; `block` holds `LANES` floats; the caller vouches for the CPU.
+            unsafe {
+                let mut dots = V::zero();
+                for (i, &qi) in q.iter().enumerate() {
+                    dots = dots.add_product(V::splat(qi), V::gather(row(t).add(i), stride));
+                }
+                // `dot_tile` adds its in-order sum to that of (no) full chunks, 0.0: so here.
+                V::zero().add(dots).store(block.as_mut_ptr());
+            }
+            t += V::LANES;
+        }
+    }
+    let mut groups = scores[t..].chunks_exact_mut(4);
     for group in &mut groups {
         // SAFETY: rows `t..t + 4` hold `n` floats each, as does `q`; the caller vouches for the
         // CPU.
@@ -582,55 +563,31 @@ pub(crate) unsafe fn weighted_sum_generic<V: Vector>(
     }
 }
 
-/// [`Isa::softmax`] for vector type `V`: the maximum, then `e^(x - max)` and its sum, then the
-/// division, each a pass over `x`.
+/// [`Isa::max`] for vector type `V`: lane by lane over the full chunks, starting from `x[0]` in
+/// every lane (so that a NaN there stays, as in the scan), then across the lanes and on through
+/// the values left over.
 ///
 /// # Safety
 ///
 /// The CPU supports `V`'s instructions.
 #[inline(always)]
-pub(crate) unsafe fn softmax_generic<V: Vector>(x: &mut [f32]) {
-    let n = x.len();
-    let full = n - n % V::LANES;
-    // SAFETY (for the whole body): offsets below `full` leave `LANES` floats to read and write,
-    // partial loads and stores touch only the `n - full` floats left; the caller vouches for
-    // the CPU.
-    unsafe {
-        let p = x.as_mut_ptr();
-        let mut max = f32::NEG_INFINITY;
-        let mut k = 0;
-        if full > 0 {
-            let mut maxes = V::load(p);
-            while k < full {
-                maxes = maxes.max(V::load(p.add(k)));
-                k += V::LANES;
-            }
-            max = maxes.max_lane();
+pub(crate) unsafe fn max_generic<V: Vector>(x: &[f32]) -> f32 {
+    let Some(&first) = x.first() else {
+        return f32::NEG_INFINITY;
+    };
+    let full = x.len() - x.len() % V::LANES;
+    // SAFETY: every chunk below `full` holds `LANES` readable floats; the caller vouches for the
+    // CPU.
+    let max = unsafe {
+        let mut maxes = V::splat(first);
+        for k in (0..full).step_by(V::LANES) {
+            maxes = V::load(x[k..].as_ptr()).max(maxes);
         }
-        for &v in &x[full..] {
-            max = max.max(v);
-        }
-        let p = x.as_mut_ptr();
-        let shift = V::splat(-max);
-        let mut sums = V::zero();
-        let mut k = 0;
-        while k < full {
-            let e = V::load(p.add(k)).add(shift).exp();
-            e.store(p.add(k));
-            sums = sums.add(e);
-            k += V::LANES;
-        }
-        if k < n {
-            let e = V::load_partial(p.add(k), n - k).add(shift).exp();
-            e.store_partial(p.add(k), n - k);
-            // Reload so the lanes past the end count as zero, not as e^(0 - max).
-            sums = sums.add(V::load_partial(p.add(k), n - k));
-        }
-        let sum = sums.sum();
-        for v in x.iter_mut() {
-            *v /= sum;
-        }
-    }
+        maxes.max_lane()
+    };
+    x[full..]
+        .iter()
+        .fold(max, |m, &v| if v > m { v } else { m })
 }
 
 /// [`Isa::matmul_t`] for vector type `V`, in tiles of `R` weight rows by `T` activation rows.

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::simd::{
-    dot_generic, dots_strided_generic, matmul_t_generic, matvec_generic, softmax_generic,
+    dot_generic, dots_strided_generic, matmul_t_generic, matvec_generic, max_generic,
     weighted_sum_generic, Vector,
 };
 
@@ -57,6 +57,24 @@ impl Vector for Avx2 {
             } else {
                 Avx2(_mm256_maskload_ps(p, avx2_mask(n)), _mm256_setzero_ps())
             }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn gather(p: *const f32, stride: usize) -> Self {
+        // SAFETY: the caller guarantees the 16 floats at `p + j * stride` are readable and that
+        // the offsets fit in `i32`, and has checked for AVX2.
+        unsafe {
+            let s = stride as i32;
+            let low = _mm256_mullo_epi32(
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                _mm256_set1_epi32(s),
+            );
+            let high = _mm256_add_epi32(low, _mm256_set1_epi32(8 * s));
+            Avx2(
+                _mm256_i32gather_ps::<4>(p, low),
+                _mm256_i32gather_ps::<4>(p, high),
+            )
         }
     }
 
@@ -117,31 +135,6 @@ impl Vector for Avx2 {
     }
 
     #[inline(always)]
-    unsafe fn min(self, b: Self) -> Self {
-        // SAFETY: the caller has checked for AVX2.
-        unsafe { self.halves(b, |a, b| _mm256_min_ps(a, b)) }
-    }
-
-    #[inline(always)]
-    unsafe fn round(self) -> Self {
-        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        // SAFETY: the caller has checked for AVX2.
-        unsafe { self.halves(self, |a, _| _mm256_round_ps::<NEAREST>(a)) }
-    }
-
-    #[inline(always)]
-    unsafe fn scale_by_pow2(self, n: Self) -> Self {
-        // SAFETY: the caller has checked for AVX2.
-        unsafe {
-            self.halves(n, |v, n| {
-                // 2^n is the float with biased exponent n + 127 and a zero mantissa.
-                let exponent = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-                _mm256_mul_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(exponent)))
-            })
-        }
-    }
-
-    #[inline(always)]
     unsafe fn sum(self) -> f32 {
         // SAFETY: the caller has checked for AVX2.
         unsafe {
@@ -198,6 +191,17 @@ impl Vector for Avx512 {
     }
 
     #[inline(always)]
+    unsafe fn gather(p: *const f32, stride: usize) -> Self {
+        // SAFETY: the caller guarantees the 16 floats at `p + j * stride` are readable and that
+        // the offsets fit in `i32`, and has checked for AVX-512F.
+        unsafe {
+            let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let offsets = _mm512_mullo_epi32(lane, _mm512_set1_epi32(stride as i32));
+            Avx512(_mm512_i32gather_ps::<4>(offsets, p))
+        }
+    }
+
+    #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
         // SAFETY: the caller has checked for AVX-512F.
         Avx512(unsafe { _mm512_set1_ps(v) })
@@ -238,26 +242,6 @@ impl Vector for Avx512 {
     unsafe fn max(self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX-512F.
         Avx512(unsafe { _mm512_max_ps(self.0, b.0) })
-    }
-
-    #[inline(always)]
-    unsafe fn min(self, b: Self) -> Self {
-        // SAFETY: the caller has checked for AVX-512F.
-        Avx512(unsafe { _mm512_min_ps(self.0, b.0) })
-    }
-
-    #[inline(always)]
-    unsafe fn round(self) -> Self {
-        // SAFETY: the caller has checked for AVX-512F.
-        Avx512(unsafe {
-            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(self.0)
-        })
-    }
-
-    #[inline(always)]
-    unsafe fn scale_by_pow2(self, n: Self) -> Self {
-        // SAFETY: the caller has checked for AVX-512F.
-        Avx512(unsafe { _mm512_scalef_ps(self.0, n.0) })
     }
 
     #[inline(always)]
@@ -403,24 +387,24 @@ pub(crate) unsafe fn weighted_sum_avx512(
     unsafe { weighted_sum_generic::<Avx512>(out, weights, rows, stride) }
 }
 
-/// [`super::simd::Isa::softmax`] with AVX2.
+/// [`super::simd::Isa::max`] with AVX2.
 ///
 /// # Safety
 ///
 /// The CPU supports AVX2.
 #[target_feature(enable = "avx2")]
-pub(crate) unsafe fn softmax_avx2(x: &mut [f32]) {
+pub(crate) unsafe fn max_avx2(x: &[f32]) -> f32 {
     // SAFETY: forwarded from this function's contract.
-    unsafe { softmax_generic::<Avx2>(x) }
+    unsafe { max_generic::<Avx2>(x) }
 }
 
-/// [`super::simd::Isa::softmax`] with AVX-512.
+/// [`super::simd::Isa::max`] with AVX-512.
 ///
 /// # Safety
 ///
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn softmax_avx512(x: &mut [f32]) {
+pub(crate) unsafe fn max_avx512(x: &[f32]) -> f32 {
     // SAFETY: forwarded from this function's contract.
-    unsafe { softmax_generic::<Avx512>(x) }
+    unsafe { max_generic::<Avx512>(x) }
 }
