@@ -16,9 +16,9 @@
 //! * **TTFT**: time to first token, from opening the model to sampling after that prompt.
 //! * **peak RSS**: the high-water mark of resident memory of a process that did all of the
 //!   above (Linux only).
-//! * **bandwidth**: bytes of weights decoding reads per token times decode tok/s, and that as a
-//!   share of the read bandwidth of this machine, measured by a parallel sum over a buffer far
-//!   larger than the caches before each decode run (the best figure seen).
+//! * **bandwidth**: bytes of weights decoding reads per token times decode tok/s, beside the read
+//!   bandwidth of this machine, measured by a parallel sum over a buffer far larger than the
+//!   caches right before each decode run (the best of the model's runs, like the speeds).
 //!
 //! Prefill, TTFT and memory are measured in a child process (this program run again with
 //! `--measure`), so that its peak memory is its own. `RAYON_NUM_THREADS` sets the thread count
@@ -75,22 +75,18 @@ fn main() {
     }
 
     let mut rows = Vec::new();
-    let mut bandwidth = 0.0f64;
     for bench in &benches {
         eprintln!("measuring {} ...", bench.name);
-        let (row, seen) = measure(bench, threads, repeats, llama2c.as_deref());
-        rows.push(row);
-        bandwidth = bandwidth.max(seen);
+        rows.push(measure(bench, threads, repeats, llama2c.as_deref()));
     }
     println!(
-        "{threads} threads, {:?} kernels. Read bandwidth: {bandwidth:.1} GB/s ({threads} \
-         threads summing {} MiB; best of {} runs, one before each decode run).",
+        "{threads} threads, {:?} kernels; read bandwidth: {threads} threads summing {} MiB, \
+         measured before each decode run.",
         Isa::detect(),
         BANDWIDTH_BYTES >> 20,
-        repeats * benches.len()
     );
     println!();
-    print_table(&rows, threads, llama2c.is_some(), bandwidth);
+    print_table(&rows, threads, llama2c.is_some());
 }
 
 /// Measurements of one model.
@@ -107,12 +103,13 @@ struct Row {
     peak_rss_mb: Option<f64>,
     /// Bytes of weights one decoding step reads.
     weight_bytes: f64,
+    /// The machine's read bandwidth, best of the measurements before this model's decode runs.
+    bandwidth: f64,
 }
 
-/// Measure one model; also returns the best read bandwidth seen meanwhile. On a shared machine
-/// the bandwidth varies, so it is measured right before each decode run, and decode speeds and
-/// bandwidth are both the best of the runs.
-fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>) -> (Row, f64) {
+/// Measure one model. On a shared machine the bandwidth varies, so it is measured right before
+/// each decode run, and decode speeds and bandwidth are each the best of the same runs.
+fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>) -> Row {
     let model = Model::open(&bench.path).expect("the benchmark model loads");
     let config = *model.config();
     let steps = DECODE_STEPS.min(config.seq_len).to_string();
@@ -162,7 +159,7 @@ fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
     };
-    let row = Row {
+    Row {
         name: bench.name,
         file_mb: model.file_size() as f64 / 1e6,
         decode,
@@ -174,8 +171,8 @@ fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>
         ttft_ms: field("ttft_ms").unwrap_or(0.0),
         peak_rss_mb: field("peak_rss_kb").map(|kb| kb * 1024.0 / 1e6),
         weight_bytes: weight_bytes_per_token(&config) as f64,
-    };
-    (row, bandwidth)
+        bandwidth,
+    }
 }
 
 /// Run a decode command and read the `achieved tok/s: X` it prints on stderr.
@@ -300,14 +297,14 @@ fn sum(values: &[f32]) -> f32 {
     sums.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
-fn print_table(rows: &[Row], threads: usize, with_llama2c: bool, bandwidth: f64) {
+fn print_table(rows: &[Row], threads: usize, with_llama2c: bool) {
     let mut header = "| model | file MB | decode tok/s |".to_string();
     if with_llama2c {
         header.push_str(&format!(" llama2.c {threads} thr | llama2.c 1 thr |"));
     }
     header.push_str(
         " prompt | prefill tok/s | one by one tok/s | TTFT ms | peak RSS MB | decode GB/s \
-         | % of read BW |",
+         | read GB/s | decode / read |",
     );
     println!("{header}");
     let columns = header.matches('|').count() - 1;
@@ -327,12 +324,13 @@ fn print_table(rows: &[Row], threads: usize, with_llama2c: bool, bandwidth: f64)
             .map_or("n/a".to_string(), |mb| format!("{mb:.0}"));
         let effective = r.weight_bytes * r.decode / 1e9;
         line.push_str(&format!(
-            " {} | {:.1} | {:.1} | {:.0} | {rss} | {effective:.1} | {:.0}% |",
+            " {} | {:.1} | {:.1} | {:.0} | {rss} | {effective:.1} | {:.1} | {:.0}% |",
             r.prompt,
             r.prefill,
             r.one_by_one,
             r.ttft_ms,
-            100.0 * effective / bandwidth
+            r.bandwidth,
+            100.0 * effective / r.bandwidth
         ));
         println!("{line}");
     }

@@ -447,6 +447,9 @@ impl Model {
         let what = format!("activations of model {}", self.name());
         let logits_rows = if which == Logits::All { n } else { 0 };
         let chunk = n.min(BATCH_CHUNK);
+        // Check the positions before growing any buffer, and grow the buffers before taking the
+        // positions: an error leaves the state as it was.
+        state.kv_cache.check_room(start_pos, n)?;
         state
             .batch
             .reserve(&c, chunk, start_pos + n, logits_rows, &what)?;
@@ -784,6 +787,18 @@ impl KvCache {
     /// Make room for `n` positions from `start` on (dropping any positions after them) and count
     /// them as filled. Nothing changes if they do not fit or skip ahead.
     fn start_positions(&mut self, start: usize, n: usize) -> Result<()> {
+        self.check_room(start, n)?;
+        let end = start + n;
+        let len = end * self.kv_dim;
+        for buffer in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            buffer.resize(len, 0.0);
+        }
+        self.positions = end;
+        Ok(())
+    }
+
+    /// Check that `n` positions from `start` on fit and follow the positions already filled.
+    fn check_room(&self, start: usize, n: usize) -> Result<()> {
         let end = start.saturating_add(n);
         if end > self.capacity {
             return Err(Error::input(format!(
@@ -798,11 +813,6 @@ impl KvCache {
                 self.positions
             )));
         }
-        let len = end * self.kv_dim;
-        for buffer in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            buffer.resize(len, 0.0);
-        }
-        self.positions = end;
         Ok(())
     }
 
