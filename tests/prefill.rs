@@ -52,6 +52,27 @@ fn one_at_a_time(model: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Run `prompt` as one batch with every position's logits, and hold each row to the logits of
+/// feeding the tokens one at a time.
+fn assert_batch_equals_one_at_a_time(model: &Model, prompt: &[u32], what: &str) {
+    let reference = one_at_a_time(model, prompt);
+    let mut state = model.new_state().unwrap();
+    let vocab_size = model.config().vocab_size;
+    let all = model
+        .forward_batch(&mut state, prompt, 0, Logits::All)
+        .unwrap();
+    for (pos, row) in all.chunks_exact(vocab_size).enumerate() {
+        assert_bit_equal(row, &reference[pos], &format!("{what}, position {pos}"));
+    }
+    let last = reference.last().unwrap();
+    assert_bit_equal(
+        state.logits(),
+        last,
+        &format!("{what}: State::logits after Logits::All"),
+    );
+    assert_eq!(state.len(), prompt.len());
+}
+
 fn assert_bit_equal(batched: &[f32], single: &[f32], what: &str) {
     assert_eq!(batched.len(), single.len(), "{what}: lengths differ");
     for (i, (a, b)) in batched.iter().zip(single).enumerate() {
@@ -72,20 +93,7 @@ fn batched_logits_equal_one_at_a_time_bit_for_bit() {
     for (s, &c) in shapes.iter().enumerate() {
         let model = random_model(c, s as u64 + 1, Format::Legacy);
         let prompt = tokens(150, c.vocab_size, s);
-        let reference = one_at_a_time(&model, &prompt);
-        let mut state = model.new_state().unwrap();
-        let all = model
-            .forward_batch(&mut state, &prompt, 0, Logits::All)
-            .unwrap();
-        for (pos, row) in all.chunks_exact(c.vocab_size).enumerate() {
-            assert_bit_equal(row, &reference[pos], &format!("shape {s}, position {pos}"));
-        }
-        assert_bit_equal(
-            state.logits(),
-            &reference[149],
-            "State::logits after Logits::All",
-        );
-        assert_eq!(state.len(), 150);
+        assert_batch_equals_one_at_a_time(&model, &prompt, &format!("shape {s}"));
     }
 }
 
@@ -122,14 +130,7 @@ fn int8_batches_equal_one_at_a_time() {
     let c = config(64, 128, 2, 8, 4);
     let model = random_model(c, 3, Format::Int8V2 { group_size: 32 });
     let prompt = tokens(70, c.vocab_size, 1);
-    let reference = one_at_a_time(&model, &prompt);
-    let mut state = model.new_state().unwrap();
-    let all = model
-        .forward_batch(&mut state, &prompt, 0, Logits::All)
-        .unwrap();
-    for (pos, row) in all.chunks_exact(c.vocab_size).enumerate() {
-        assert_bit_equal(row, &reference[pos], &format!("int8, position {pos}"));
-    }
+    assert_batch_equals_one_at_a_time(&model, &prompt, "int8");
 }
 
 #[test]
@@ -160,14 +161,7 @@ fn bad_batches_are_errors_and_leave_the_state_alone() {
 fn stories260k_batched_logits_equal_one_at_a_time() {
     let model = Model::open(stories260k()).unwrap();
     let prompt = tokens(300, 512, 2);
-    let reference = one_at_a_time(&model, &prompt);
-    let mut state = model.new_state().unwrap();
-    let all = model
-        .forward_batch(&mut state, &prompt, 0, Logits::All)
-        .unwrap();
-    for (pos, row) in all.chunks_exact(512).enumerate() {
-        assert_bit_equal(row, &reference[pos], &format!("position {pos}"));
-    }
+    assert_batch_equals_one_at_a_time(&model, &prompt, "stories260K");
 }
 
 /// run.c's `generate` loop written out with one position per forward pass: the token ids after
