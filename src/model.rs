@@ -86,8 +86,9 @@ impl Matrix<'_> {
     /// `out = X selfᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`,
     /// and each row of `out` is what [`Matrix::matmul`] gives for that row of `xs`, bit for bit.
     ///
-    /// Float matrices are read once for the whole batch, with `transposed` (at least `m * rows`
-    /// values) as scratch. Int8 matrices are multiplied one row of `xs` at a time for now.
+    /// Float matrices are read once for the whole batch, with `transposed` as scratch (see
+    /// [`kernels::matmul_batch_scratch`]). Int8 matrices are multiplied one row of `xs` at a
+    /// time for now.
     pub(crate) fn matmul_batch(
         &self,
         out: &mut [f32],
@@ -637,7 +638,7 @@ struct Batch {
     rope: Vec<(f32, f32)>,
     /// Attention scores, `(m, n_heads, positions)`.
     scores: Vec<f32>,
-    /// Scratch for transposed matrix products, `(largest output row, m)`.
+    /// Scratch for batched matrix products: the batch transposed, and the result transposed.
     transposed: Vec<f32>,
     /// Logits of every position, `(tokens, vocab_size)`, for [`Logits::All`].
     logits: Vec<f32>,
@@ -661,11 +662,12 @@ impl Batch {
         grow(&mut self.hb2, m * c.hidden_dim, what)?;
         grow(&mut self.scores, m * c.n_heads * positions, what)?;
         let widest = if logits_rows > 0 { c.vocab_size } else { 0 };
-        grow(
-            &mut self.transposed,
-            m * widest.max(c.dim).max(c.hidden_dim),
-            what,
-        )?;
+        let scratch = kernels::matmul_batch_scratch(
+            m,
+            c.dim.max(c.hidden_dim),
+            widest.max(c.dim).max(c.hidden_dim),
+        );
+        grow(&mut self.transposed, scratch, what)?;
         grow(&mut self.logits, logits_rows * c.vocab_size, what)?;
         if self.rope.len() < m * c.head_dim() / 2 {
             self.rope.resize(m * c.head_dim() / 2, (0.0, 0.0));

@@ -2,13 +2,16 @@
 //!
 //! Every `tests/fixtures/runc/NAME.args` holds run.c arguments (after the model path), one per
 //! line, hex-encoded; `{tok512}` stands for the tokenizer path. `NAME.stdin` (chat cases) is fed
-//! to stdin, and `NAME.stdout` is run.c's exact stdout, which our `llama2` binary must reproduce.
+//! to stdin, and `NAME.stdout` is run.c's exact stdout, which our `llama2` binary must reproduce
+//! on every instruction set its kernels can use on this CPU (chosen with `LLAMA2_ISA`).
 //! See `tests/fixtures/runc/README.md`.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use llama2::kernels::simd::Isa;
 
 const MIN_CASES: usize = 50;
 
@@ -82,7 +85,11 @@ fn stdout_matches_run_c() {
     );
 
     let mut failures = Vec::new();
-    for args_file in &cases {
+    let isas = Isa::available();
+    for (args_file, isa) in cases
+        .iter()
+        .flat_map(|case| isas.iter().map(move |isa| (case, isa)))
+    {
         let name = args_file
             .file_stem()
             .unwrap()
@@ -99,6 +106,7 @@ fn stdout_matches_run_c() {
         };
 
         let mut child = Command::new(binary)
+            .env("LLAMA2_ISA", format!("{isa:?}"))
             .arg(&model)
             .args(&args)
             .stdin(if stdin.is_some() {
@@ -142,7 +150,7 @@ fn stdout_matches_run_c() {
                 .position(|(a, e)| a != e)
                 .unwrap_or(actual.len().min(expected.len()));
             failures.push(format!(
-                "{name}: args {args:?}\n    stdout differs at byte {offset} (ours {} bytes, run.c {} bytes){status_note}\n    ours:  {}\n    run.c: {}",
+                "{name} ({isa:?}): args {args:?}\n    stdout differs at byte {offset} (ours {} bytes, run.c {} bytes){status_note}\n    ours:  {}\n    run.c: {}",
                 actual.len(),
                 expected.len(),
                 excerpt(&actual, offset),
@@ -153,9 +161,9 @@ fn stdout_matches_run_c() {
 
     assert!(
         failures.is_empty(),
-        "{} of {} run.c parity cases failed:\n{}",
+        "{} of {} run.c parity runs failed:\n{}",
         failures.len(),
-        cases.len(),
+        cases.len() * isas.len(),
         failures.join("\n")
     );
 }

@@ -52,15 +52,18 @@ pub fn softmax(x: &mut [f32]) {
         return;
     }
     // The maximum is exact whatever the order, so vectors may find it.
-    let max = simd::Isa::detect().max(x);
-    let mut sum = 0.0f32;
+    let isa = simd::Isa::detect();
+    let max = isa.max(x);
+    // Two passes, not one: the calls to `exp` are then independent of each other and overlap,
+    // instead of waiting on the running sum. The sum is the same, added in the same order.
     for v in x.iter_mut() {
         *v = (*v - max).exp();
-        sum += *v;
     }
-    for v in x.iter_mut() {
-        *v /= sum;
+    let mut sum = 0.0f32;
+    for &v in x.iter() {
+        sum += v;
     }
+    isa.divide(x, sum);
 }
 
 /// Fill `table` with the RoPE rotation for position `pos`: `(cos, sin)` of `pos * freq_j` for each
@@ -103,9 +106,16 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Dot product of two equal-length vectors (the best SIMD version for this CPU).
+/// Dot product of two equal-length vectors, summed in order as `run.c` sums it.
+///
+/// One sum cannot be split over SIMD lanes without changing its rounding, so this is a plain
+/// loop; the matrix kernels get their speed from running many such sums side by side.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    simd::dot(a, b)
+    let mut sum = 0.0f32;
+    for (x, y) in a.iter().zip(b) {
+        sum += x * y;
+    }
+    sum
 }
 
 /// Matrix-vector product `out = W x` for a row-major `W` of shape `(out.len(), x.len())`.
@@ -134,26 +144,34 @@ pub fn matmul_each<const N: usize>(outs: [&mut [f32]; N], ws: [&[f32]; N], x: &[
 /// `(m, cols)` (`cols > 0`), row-major `W` of shape `(rows, cols)` and `out` of shape `(m, rows)`.
 ///
 /// Each weight is read once for the whole batch (the point of batching a prompt), and each row
-/// of `out` is bit for bit what [`matmul`] gives for that row of `xs`. `transposed` is scratch of
-/// at least `m * rows` values: threads write whole weight rows, which are columns of `out`, so
-/// they write them as rows there and the result is transposed at the end.
-pub fn matmul_batch(out: &mut [f32], w: &[f32], xs: &[f32], cols: usize, transposed: &mut [f32]) {
+/// of `out` is bit for bit what [`matmul`] gives for that row of `xs`. `scratch` must hold at
+/// least [`matmul_batch_scratch`] values: the batch is transposed into it so that one vector
+/// lane holds one token, and threads write whole weight rows (columns of `out`) into it before
+/// they are copied into place.
+pub fn matmul_batch(out: &mut [f32], w: &[f32], xs: &[f32], cols: usize, scratch: &mut [f32]) {
     let (rows, m) = (w.len() / cols, xs.len() / cols);
     debug_assert_eq!(out.len(), m * rows);
     if m == 0 {
         return;
     }
-    let transposed = &mut transposed[..m * rows];
-    parallel::for_each_row_group(transposed, m, m * cols, |first_row, block| {
+    let (xs_t, out_t) = scratch.split_at_mut(cols * m.next_multiple_of(simd::TOKEN_BLOCK));
+    simd::transpose_tokens(xs_t, xs, m, cols);
+    let (xs_t, out_t) = (&*xs_t, &mut out_t[..m * rows]);
+    parallel::for_each_row_group(out_t, m, m * cols, |first_row, block| {
         let block_rows = block.len() / m;
         let w_rows = &w[first_row * cols..(first_row + block_rows) * cols];
-        simd::matmul_t(block, w_rows, xs, cols);
+        simd::matmul_t(block, w_rows, xs_t, m, cols);
     });
-    for (i, column) in transposed.chunks_exact(m).enumerate() {
+    for (i, column) in out_t.chunks_exact(m).enumerate() {
         for (t, &v) in column.iter().enumerate() {
             out[t * rows + i] = v;
         }
     }
+}
+
+/// How much scratch [`matmul_batch`] needs for `m` rows of `cols` inputs and `rows` outputs.
+pub fn matmul_batch_scratch(m: usize, cols: usize, rows: usize) -> usize {
+    m.next_multiple_of(simd::TOKEN_BLOCK) * cols + m * rows
 }
 
 /// Shapes of one attention call, shared by all heads.
@@ -187,6 +205,10 @@ pub fn attention(
 ) {
     let AttentionShape { head_dim, .. } = shape;
     let scores = &mut scores[..shape.n_heads * n_pos];
+    if has_narrow_heads(shape) {
+        attend_narrow_heads(out, q, keys, values, scores, n_pos, shape);
+        return;
+    }
     let work = shape.n_heads * n_pos * head_dim;
     parallel::for_each_head(out, scores, head_dim, n_pos, work, |h, out_head, att| {
         let q_head = &q[h * head_dim..(h + 1) * head_dim];
@@ -221,6 +243,26 @@ pub fn attention_batch(
     // Every query gets room for the longest row of scores, that of the batch's last position.
     let stride = start + m;
     let scores = &mut scores[..m * n_heads * stride];
+    if has_narrow_heads(shape) {
+        let rows = out.chunks_exact_mut(dim).zip(q.chunks_exact(dim));
+        for (t, ((out, q), scores)) in rows
+            .zip(scores.chunks_exact_mut(n_heads * stride))
+            .enumerate()
+        {
+            let n_pos = start + t + 1;
+            let (keys, values) = (&keys[..n_pos * kv_dim], &values[..n_pos * kv_dim]);
+            attend_narrow_heads(
+                out,
+                q,
+                keys,
+                values,
+                &mut scores[..n_heads * n_pos],
+                n_pos,
+                shape,
+            );
+        }
+        return;
+    }
     let work = m * n_heads * stride * head_dim;
     parallel::for_each_head(out, scores, head_dim, stride, work, |i, out_head, att| {
         let (t, h) = (i / n_heads, i % n_heads);
@@ -239,6 +281,62 @@ pub fn attention_batch(
     });
 }
 
+/// True for heads narrower than a 16-lane vector (the tiny models), whose scores are best
+/// computed for all heads at once (see [`simd::Isa::scores_all_heads`]). Such models are small,
+/// so their attention runs on the calling thread.
+fn has_narrow_heads(shape: AttentionShape) -> bool {
+    shape.head_dim < 16 && shape.kv_mul <= simd::MAX_KV_MUL
+}
+
+/// [`attention`] for narrow heads: the scores of every head in one pass over the keys, then
+/// each head's softmax and weighted sum. `scores` holds `n_pos` values per head.
+fn attend_narrow_heads(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scores: &mut [f32],
+    n_pos: usize,
+    shape: AttentionShape,
+) {
+    let AttentionShape {
+        head_dim, kv_mul, ..
+    } = shape;
+    let isa = simd::Isa::detect();
+    isa.scores_all_heads(scores, q, keys, n_pos, head_dim, kv_mul);
+    isa.divide(scores, (head_dim as f32).sqrt());
+    softmax_rows(scores, n_pos);
+    isa.weighted_sums_all_heads(out, scores, values, n_pos, head_dim, kv_mul);
+}
+
+/// [`softmax`] of every row of `x` (rows of `width` values), with the same bits. The rows' sums
+/// are added side by side, eight rows at a time: each is still summed in order, but eight
+/// independent additions can be in flight instead of one waiting on the last.
+pub fn softmax_rows(x: &mut [f32], width: usize) {
+    if width == 0 {
+        return;
+    }
+    let isa = simd::Isa::detect();
+    for row in x.chunks_exact_mut(width) {
+        let max = isa.max(row);
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+        }
+    }
+    for rows in x.chunks_mut(8 * width) {
+        let mut sums = [0.0f32; 8];
+        let n_rows = rows.len() / width;
+        for t in 0..width {
+            for (r, sum) in sums.iter_mut().enumerate().take(n_rows) {
+                *sum += rows[r * width + t];
+            }
+        }
+        for (row, &sum) in rows.chunks_exact_mut(width).zip(&sums) {
+            isa.divide(row, sum);
+        }
+    }
+}
+
 /// One head of [`attention`]: scores, softmax, weighted sum of values.
 fn attend_one_head(
     out: &mut [f32],
@@ -252,16 +350,28 @@ fn attend_one_head(
     let AttentionShape {
         head_dim, kv_dim, ..
     } = shape;
+    // Scores: this head's query against every cached key.
     let offset = kv_head * head_dim;
+    simd::Isa::detect().dots_strided(att, q, &keys[offset..], kv_dim);
+    weigh_values(out, att, values, kv_head, shape);
+}
+
+/// The rest of one head's attention once `att` holds its raw scores: scale by sqrt(head_dim),
+/// softmax into probabilities, and weigh the cached values by them into `out`.
+fn weigh_values(
+    out: &mut [f32],
+    att: &mut [f32],
+    values: &[f32],
+    kv_head: usize,
+    shape: AttentionShape,
+) {
+    let AttentionShape {
+        head_dim, kv_dim, ..
+    } = shape;
     let isa = simd::Isa::detect();
-    // Scores: this head's query against every cached key, scaled by sqrt(head_dim).
-    isa.dots_strided(att, q, &keys[offset..], kv_dim);
-    let scale = (head_dim as f32).sqrt();
-    for score in att.iter_mut() {
-        *score /= scale;
-    }
+    isa.divide(att, (head_dim as f32).sqrt());
     softmax(att);
-    // Output: the cached values weighted by the attention probabilities.
+    let offset = kv_head * head_dim;
     isa.weighted_sum_strided(out, att, &values[offset..], kv_dim);
 }
 

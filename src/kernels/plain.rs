@@ -1,5 +1,6 @@
-//! Reference versions of the kernels: the maths written as plainly as possible, one loop per
-//! formula, accumulating in order. They are slow and exist to be compared against.
+//! Reference versions of the kernels: `run.c`'s loops, written as plainly as possible, one loop
+//! per formula, accumulating in order. They are slow and exist to be compared against: every
+//! fast kernel must give exactly their bits.
 
 // Index loops mirror the formulas they implement, which is the point of this module.
 #![allow(clippy::needless_range_loop)]
@@ -14,31 +15,6 @@ pub fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
         }
         *o = sum;
     }
-}
-
-/// The dot product summed exactly as the fast kernels sum it (see [`super::simd`]): 16 running
-/// sums over chunks of 16 columns, each product rounded before it is added; the sums added
-/// pairwise, upper half onto lower half; then the columns left over, in order, added last.
-pub fn dot_in_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let full = a.len() - a.len() % 16;
-    let mut sums = [0.0f32; 16];
-    for k in (0..full).step_by(16) {
-        for i in 0..16 {
-            sums[i] += a[k + i] * b[k + i];
-        }
-    }
-    let mut width = 8;
-    while width > 0 {
-        for i in 0..width {
-            sums[i] += sums[i + width];
-        }
-        width /= 2;
-    }
-    let mut tail = 0.0f32;
-    for k in full..a.len() {
-        tail += a[k] * b[k];
-    }
-    sums[0] + tail
 }
 
 /// Sequential dot product.
@@ -117,11 +93,11 @@ pub fn attention(
     }
 }
 
-/// SwiGLU: `silu(gate) * up`.
+/// SwiGLU: `silu(gate) * up`, with `silu(g) = g * (1 / (1 + e^-g))` as run.c writes it.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     for i in 0..gate.len() {
         let g = gate[i];
-        let silu = g / (1.0 + (-g).exp());
+        let silu = g * (1.0 / (1.0 + (-g).exp()));
         gate[i] = silu * up[i];
     }
 }

@@ -1,23 +1,25 @@
-//! The hot loops (dot products, matrix-vector and matrix-matrix products), with the instruction
-//! set chosen at run time.
+//! The hot loops (matrix-vector and matrix-matrix products, attention scores and weighted sums),
+//! with the instruction set chosen at run time.
 //!
-//! Every kernel here is written once, generically over a `Vector` of 16 `f32` lanes, and built
-//! for each instruction set: AVX-512F (one register) and AVX2 (two) in `kernels/x86.rs`, and
-//! `Portable`, an array the compiler vectorises as best it can, for every other CPU.
-//! [`Isa::detect`] picks the best one the CPU has, once per process.
+//! **Every sum is `run.c`'s sum.** `run.c` computes each dot product as
+//! `sum += w[j] * x[j]` for `j = 0, 1, 2, ...`: every product rounded, then added, in order.
+//! Splitting that sum over SIMD lanes would change its rounding, and with it, now and then, a
+//! sampled token. So no kernel here ever splits one sum: vectors run *many sums side by side*,
+//! one per lane, each strictly in order.
 //!
-//! Every dot product is summed the same way, on every instruction set: 16 running sums, one per
-//! lane, take the columns in chunks of 16 (each product rounded, then added: no fused
-//! multiply-add); the 16 sums are added pairwise, upper half onto lower half, down to one; the
-//! columns left after the last full chunk are summed in order and added last. So every
-//! instruction set gives the same bits, and so does [`super::plain::dot_in_lanes`], which spells
-//! the order out. (The bits are not `run.c`'s, which sums each row strictly in order, but they
-//! have matched its sampled text in every case tested.) Tiles of several rows and tokens only
-//! interleave independent dot products (which hides the latency of the arithmetic and reuses
-//! each loaded weight for several tokens); they never change how one is summed. So a batch of
-//! tokens gives exactly the numbers of one token at a time.
+//! * Matrix-vector products (and attention scores, which are a matrix of cached keys times a
+//!   query) put one **row** in each lane: a block of rows is loaded, transposed so that each
+//!   register holds one column of the block, and the columns are added in order.
+//! * Batched matrix products put one **token** in each lane: the batch's activations are
+//!   transposed once, and each weight is broadcast and multiplied by a column of tokens.
+//! * Weighted sums of cached values put one **output element** in each lane, and add the
+//!   positions in order.
 //!
-//! Threads are not this module's business: see [`super::parallel`].
+//! So all instruction sets, and the plain loops of [`super::plain`], give the same bits, and a
+//! batch of tokens gives exactly the numbers of one token at a time. The kernels are written once,
+//! generically over a `Vector` of `f32` lanes, and built per instruction set in
+//! `kernels/x86.rs` (AVX-512F: 16 lanes, AVX2: 8 lanes) and here (`Portable`, for every other
+//! CPU). Threads are not this module's business: see [`super::parallel`].
 
 use std::sync::OnceLock;
 
@@ -26,11 +28,15 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Plain Rust the compiler vectorises for the build target: runs everywhere.
     Portable,
-    /// x86-64 AVX2, two 8-lane registers per vector.
+    /// x86-64 AVX2: 8 lanes.
     Avx2,
-    /// x86-64 AVX-512F, one 16-lane register per vector.
+    /// x86-64 AVX-512F: 16 lanes.
     Avx512,
 }
+
+/// Batched products transpose the activations into columns of this many tokens (a multiple of
+/// every instruction set's lane count), zero-padded.
+pub const TOKEN_BLOCK: usize = 16;
 
 impl Isa {
     /// The fastest instruction set this CPU supports (detected once, then cached).
@@ -94,49 +100,116 @@ impl Isa {
         }
     }
 
-    /// Dot product of two equal-length vectors.
-    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len(), "dot of vectors of different lengths");
-        match self.or_portable() {
-            // SAFETY: `or_portable` checked that the CPU has the instructions.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { super::x86::dot_avx2(a, b) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { super::x86::dot_avx512(a, b) },
-            // SAFETY: the portable vector has no CPU requirements.
-            _ => unsafe { dot_generic::<Portable>(a, b) },
-        }
-    }
-
     /// `out[i] = w[i] · x` for each row `i` of the row-major matrix `w`, `(out.len(), x.len())`.
     pub fn matvec(self, out: &mut [f32], w: &[f32], x: &[f32]) {
         assert_eq!(w.len(), out.len() * x.len(), "matrix shape does not match");
+        self.dots_strided(out, x, w, x.len());
+    }
+
+    /// `out[t] = row t · x`, where row `t` is the `x.len()` values at `rows[t * stride..]`: a
+    /// matrix whose rows lie `stride` apart, such as one attention head's cached keys.
+    pub fn dots_strided(self, out: &mut [f32], x: &[f32], rows: &[f32], stride: usize) {
+        check_strided(out.len(), x.len(), rows.len(), stride);
         match self.or_portable() {
-            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            // SAFETY: `or_portable` checked that the CPU has the instructions, and
+            // `check_strided` that the rows are in bounds.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { super::x86::matvec_avx2(out, w, x) },
+            Isa::Avx2 => unsafe { super::x86::dots_strided_avx2(out, x, rows, stride) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { super::x86::matvec_avx512(out, w, x) },
-            // SAFETY: the portable vector has no CPU requirements.
-            _ => unsafe { matvec_generic::<Portable>(out, w, x) },
+            Isa::Avx512 => unsafe { super::x86::dots_strided_avx512(out, x, rows, stride) },
+            // SAFETY: the portable vector has no CPU requirements; rows checked above.
+            _ => unsafe { dots_strided_generic::<Portable>(out, x, rows, stride) },
         }
     }
 
-    /// `scores[t] = q · row t`, where row `t` is the `q.len()` values at `rows[t * stride..]`:
-    /// one attention head's query against its cached keys.
-    pub fn dots_strided(self, scores: &mut [f32], q: &[f32], rows: &[f32], stride: usize) {
-        check_strided(scores.len(), q.len(), rows.len(), stride);
+    /// Attention scores of every query head at once: `scores[h * n_pos + t] = q_h · k_t`, where
+    /// `q_h` is head `h`'s `head_dim` values of `q`, and `k_t` the slice of cached key row `t`
+    /// (`keys` holds `n_pos` rows of `kv_dim` values) for key head `h / kv_mul`.
+    ///
+    /// The same sums as [`Isa::dots_strided`] per head, but each block of keys is transposed
+    /// once for all heads: for heads narrower than a vector (the tiny models), per-head calls
+    /// would waste most of every transpose. `kv_mul` must be at most [`MAX_KV_MUL`].
+    pub fn scores_all_heads(
+        self,
+        scores: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        n_pos: usize,
+        head_dim: usize,
+        kv_mul: usize,
+    ) {
+        assert!(
+            head_dim > 0 && (1..=MAX_KV_MUL).contains(&kv_mul),
+            "bad head shape"
+        );
+        assert!(q.len().is_multiple_of(head_dim * kv_mul), "bad head shape");
+        let n_heads = q.len() / head_dim;
+        let kv_dim = n_heads / kv_mul * head_dim;
+        assert!(scores.len() >= n_heads * n_pos, "scores too short");
+        assert!(keys.len() >= n_pos * kv_dim, "keys too short");
+        let shape = HeadShape {
+            n_pos,
+            head_dim,
+            kv_mul,
+            kv_dim,
+        };
         match self.or_portable() {
-            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            // SAFETY: `or_portable` checked that the CPU has the instructions; shapes checked.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { super::x86::dots_strided_avx2(scores, q, rows, stride) },
+            Isa::Avx2 => unsafe { super::x86::scores_all_heads_avx2(scores, q, keys, shape) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { super::x86::dots_strided_avx512(scores, q, rows, stride) },
-            // SAFETY: the portable vector has no CPU requirements.
-            _ => unsafe { dots_strided_generic::<Portable>(scores, q, rows, stride) },
+            Isa::Avx512 => unsafe { super::x86::scores_all_heads_avx512(scores, q, keys, shape) },
+            // SAFETY: the portable vector has no CPU requirements; shapes checked above.
+            _ => unsafe { scores_all_heads_generic::<Portable>(scores, q, keys, shape) },
+        }
+    }
+
+    /// The weighted sums of every query head at once: `out_h = Σ_t att[h * n_pos + t] * v_t`,
+    /// where `v_t` is the slice of cached value row `t` (`values` holds `n_pos` rows of
+    /// `kv_dim` values) for key head `h / kv_mul`; each value summed in order of `t`, as
+    /// [`Isa::weighted_sum_strided`] sums it for one head.
+    ///
+    /// Doing the heads together keeps several independent sums in flight; one narrow head alone
+    /// would wait on the latency of every addition.
+    pub fn weighted_sums_all_heads(
+        self,
+        out: &mut [f32],
+        att: &[f32],
+        values: &[f32],
+        n_pos: usize,
+        head_dim: usize,
+        kv_mul: usize,
+    ) {
+        assert!(head_dim > 0 && kv_mul > 0, "bad head shape");
+        assert!(
+            out.len().is_multiple_of(head_dim * kv_mul),
+            "bad head shape"
+        );
+        let n_heads = out.len() / head_dim;
+        let kv_dim = n_heads / kv_mul * head_dim;
+        assert!(att.len() >= n_heads * n_pos, "attention weights too short");
+        assert!(values.len() >= n_pos * kv_dim, "values too short");
+        let shape = HeadShape {
+            n_pos,
+            head_dim,
+            kv_mul,
+            kv_dim,
+        };
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions; shapes checked.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe {
+                super::x86::weighted_sums_all_heads_avx2(out, att, values, shape)
+            },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe {
+                super::x86::weighted_sums_all_heads_avx512(out, att, values, shape)
+            },
+            // SAFETY: the portable vector has no CPU requirements; shapes checked above.
+            _ => unsafe { weighted_sums_all_heads_generic::<Portable>(out, att, values, shape) },
         }
     }
 
@@ -151,13 +224,14 @@ impl Isa {
     ) {
         check_strided(weights.len(), out.len(), rows.len(), stride);
         match self.or_portable() {
-            // SAFETY: `or_portable` checked that the CPU has the instructions.
+            // SAFETY: `or_portable` checked that the CPU has the instructions, and
+            // `check_strided` that the rows are in bounds.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { super::x86::weighted_sum_avx2(out, weights, rows, stride) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { super::x86::weighted_sum_avx512(out, weights, rows, stride) },
-            // SAFETY: the portable vector has no CPU requirements.
+            // SAFETY: the portable vector has no CPU requirements; rows checked above.
             _ => unsafe { weighted_sum_generic::<Portable>(out, weights, rows, stride) },
         }
     }
@@ -178,30 +252,65 @@ impl Isa {
         }
     }
 
-    /// Matrix-matrix product with a transposed result: `out_t[i * m + t] = w[i] · xs[t]` for
-    /// each row `i` of `w` (`rows x cols`) and each of the `m` rows of `xs` (`m x cols`).
-    ///
-    /// Each weight row is read once for all `m` activation rows. Every element equals what
-    /// [`Isa::matvec`] computes for the same row and vector, bit for bit.
-    pub fn matmul_t(self, out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
-        assert!(cols > 0, "matrix with no columns");
-        assert!(
-            w.len().is_multiple_of(cols) && xs.len().is_multiple_of(cols),
-            "matrix shapes do not match"
-        );
-        let (rows, m) = (w.len() / cols, xs.len() / cols);
-        assert_eq!(out_t.len(), rows * m, "output shape does not match");
+    /// `x[i] /= divisor` for every value: a true division, as `run.c` writes it (multiplying by
+    /// the reciprocal would round differently).
+    pub fn divide(self, x: &mut [f32], divisor: f32) {
         match self.or_portable() {
             // SAFETY: `or_portable` checked that the CPU has the instructions.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { super::x86::matmul_t_avx2(out_t, w, xs, cols) },
+            Isa::Avx2 => unsafe { super::x86::divide_avx2(x, divisor) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { super::x86::matmul_t_avx512(out_t, w, xs, cols) },
+            Isa::Avx512 => unsafe { super::x86::divide_avx512(x, divisor) },
             // SAFETY: the portable vector has no CPU requirements.
-            _ => unsafe { matmul_t_generic::<Portable, 4, 4>(out_t, w, xs, cols) },
+            _ => unsafe { divide_generic::<Portable>(x, divisor) },
         }
     }
+
+    /// Matrix-matrix product with a transposed result: `out_t[i * m + t] = w[i] · x_t` for each
+    /// row `i` of `w` (`rows x cols`) and each of `m` tokens, whose activations are given
+    /// transposed and padded by [`transpose_tokens`]: `xs_t[j * padded + t]` is column `j` of
+    /// token `t`, with `padded = m` rounded up to [`TOKEN_BLOCK`].
+    ///
+    /// Each weight is read once for all `m` tokens, and every element equals what
+    /// [`Isa::matvec`] computes for the same row and token, bit for bit.
+    pub fn matmul_t(self, out_t: &mut [f32], w: &[f32], xs_t: &[f32], m: usize, cols: usize) {
+        assert!(cols > 0, "matrix with no columns");
+        assert!(w.len().is_multiple_of(cols), "matrix shape does not match");
+        let rows = w.len() / cols;
+        assert_eq!(out_t.len(), rows * m, "output shape does not match");
+        assert!(
+            xs_t.len() >= cols * m.next_multiple_of(TOKEN_BLOCK),
+            "transposed activations too short"
+        );
+        match self.or_portable() {
+            // SAFETY: `or_portable` checked that the CPU has the instructions; shapes checked.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::matmul_t_avx2(out_t, w, xs_t, m, cols) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::x86::matmul_t_avx512(out_t, w, xs_t, m, cols) },
+            // SAFETY: the portable vector has no CPU requirements; shapes checked above.
+            _ => unsafe { matmul_t_generic::<Portable, 4>(out_t, w, xs_t, m, cols) },
+        }
+    }
+}
+
+/// The most query heads per key head that [`Isa::scores_all_heads`] handles (it keeps one
+/// running sum per query head of the current key head in registers).
+pub const MAX_KV_MUL: usize = 8;
+
+/// The shape of one [`Isa::scores_all_heads`] call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadShape {
+    /// Cached positions (rows of keys).
+    pub n_pos: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// Query heads per key head.
+    pub kv_mul: usize,
+    /// Values per cached row: key heads times `head_dim`.
+    pub kv_dim: usize,
 }
 
 /// Check that `n` rows of `width` values, `stride` apart, fit in `len` values.
@@ -212,19 +321,27 @@ fn check_strided(n: usize, width: usize, len: usize, stride: usize) {
     }
 }
 
-/// Dot product of two equal-length vectors, on the best instruction set.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    Isa::detect().dot(a, b)
-}
-
 /// `out = W x` for a row-major `W` of shape `(out.len(), x.len())`, on the best instruction set.
 pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
     Isa::detect().matvec(out, w, x)
 }
 
+/// Write the `m` rows of `xs` (each `cols` long) as columns: `xs_t[j * padded + t] = xs[t][j]`,
+/// with `padded = m` rounded up to [`TOKEN_BLOCK`] and the padding zeroed. `xs_t` must hold at
+/// least `cols * padded` values.
+pub fn transpose_tokens(xs_t: &mut [f32], xs: &[f32], m: usize, cols: usize) {
+    let padded = m.next_multiple_of(TOKEN_BLOCK);
+    let xs_t = &mut xs_t[..cols * padded];
+    for (j, column) in xs_t.chunks_exact_mut(padded).enumerate() {
+        for (t, value) in column.iter_mut().enumerate() {
+            *value = if t < m { xs[t * cols + j] } else { 0.0 };
+        }
+    }
+}
+
 /// `out_t = W Xᵀ` (see [`Isa::matmul_t`]), on the best instruction set.
-pub fn matmul_t(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
-    Isa::detect().matmul_t(out_t, w, xs, cols)
+pub fn matmul_t(out_t: &mut [f32], w: &[f32], xs_t: &[f32], m: usize, cols: usize) {
+    Isa::detect().matmul_t(out_t, w, xs_t, m, cols)
 }
 
 /// A SIMD register of `LANES` `f32` lanes, with the few operations the kernels need.
@@ -234,7 +351,7 @@ pub fn matmul_t(out_t: &mut [f32], w: &[f32], xs: &[f32], cols: usize) {
 /// Every method is `unsafe` because implementations use instructions the CPU may lack: call them
 /// only after checking [`Isa::is_supported`] for the implementation's instruction set.
 pub(crate) trait Vector: Copy {
-    /// Number of `f32` lanes.
+    /// Number of `f32` lanes (at most 16).
     const LANES: usize;
 
     /// All lanes zero.
@@ -246,10 +363,6 @@ pub(crate) trait Vector: Copy {
     /// Load the first `n` values (`n < LANES`) of `p` and zero the other lanes; `p` must point to
     /// `n` readable floats.
     unsafe fn load_partial(p: *const f32, n: usize) -> Self;
-
-    /// Lane `j` from `p + j * stride`; those `LANES` floats must be readable, and
-    /// `stride * LANES` must fit in an `i32`.
-    unsafe fn gather(p: *const f32, stride: usize) -> Self;
 
     /// Every lane `v`.
     unsafe fn splat(v: f32) -> Self;
@@ -264,19 +377,16 @@ pub(crate) trait Vector: Copy {
     /// multiply-add, whose single rounding would give other bits than `run.c`'s arithmetic.
     unsafe fn add_product(self, a: Self, b: Self) -> Self;
 
-    /// The sum of the lanes: the upper half is added to the lower half, lane by lane, until one
-    /// lane is left.
-    unsafe fn sum(self) -> f32;
-
-    /// `self + b` lane by lane.
-    unsafe fn add(self, b: Self) -> Self;
-
-    /// `self * b` lane by lane.
-    unsafe fn mul(self, b: Self) -> Self;
+    /// `self / b` lane by lane.
+    unsafe fn div(self, b: Self) -> Self;
 
     /// Lane by lane, `self` where it is greater than `b`, otherwise `b`: the step of an in-order
     /// maximum scan, which passes over a NaN in `self` and keeps one in `b`.
     unsafe fn max(self, b: Self) -> Self;
+
+    /// Transpose a square block of `LANES` vectors in place: afterwards lane `r` of vector `c`
+    /// holds what lane `c` of vector `r` held. `block.len()` must be `LANES`.
+    unsafe fn transpose(block: &mut [Self]);
 
     /// The largest lane, by the in-order scan of [`Vector::max`] from lane 0.
     #[inline(always)]
@@ -291,239 +401,309 @@ pub(crate) trait Vector: Copy {
     }
 }
 
-/// The portable "register": 16 lanes in an array. Loops over it are simple enough for the
+/// The portable "register": 8 lanes in an array. Loops over it are simple enough for the
 /// compiler to turn into whatever vector instructions the build target has.
 #[derive(Clone, Copy)]
-pub(crate) struct Portable([f32; 16]);
-
-impl Portable {
-    /// `f` applied lane by lane to `self` and `b`.
-    #[inline(always)]
-    fn zip(mut self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
-        for (x, &y) in self.0.iter_mut().zip(&b.0) {
-            *x = f(*x, y);
-        }
-        self
-    }
-}
+pub(crate) struct Portable([f32; 8]);
 
 impl Vector for Portable {
-    const LANES: usize = 16;
+    const LANES: usize = 8;
 
     #[inline(always)]
     unsafe fn zero() -> Self {
-        Portable([0.0; 16])
+        Portable([0.0; 8])
     }
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the caller guarantees 16 readable floats at `p`; `read_unaligned` allows any
+        // SAFETY: the caller guarantees 8 readable floats at `p`; `read_unaligned` allows any
         // alignment of the array.
-        Portable(unsafe { p.cast::<[f32; 16]>().read_unaligned() })
+        Portable(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
     }
 
     #[inline(always)]
     unsafe fn load_partial(p: *const f32, n: usize) -> Self {
-        let mut lanes = [0.0; 16];
-        // SAFETY: the caller guarantees `n` readable floats at `p`, and `n < 16`.
+        let mut lanes = [0.0; 8];
+        // SAFETY: the caller guarantees `n` readable floats at `p`, and `n < 8`.
         lanes[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(p, n) });
         Portable(lanes)
     }
 
     #[inline(always)]
-    unsafe fn gather(p: *const f32, stride: usize) -> Self {
-        let mut lanes = [0.0; 16];
-        for (j, lane) in lanes.iter_mut().enumerate() {
-            // SAFETY: the caller guarantees that `p + j * stride` is readable for every lane.
-            *lane = unsafe { *p.add(j * stride) };
-        }
-        Portable(lanes)
-    }
-
-    #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
-        Portable([v; 16])
+        Portable([v; 8])
     }
 
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 16 writable floats at `p`.
-        unsafe { p.cast::<[f32; 16]>().write_unaligned(self.0) }
+        // SAFETY: the caller guarantees 8 writable floats at `p`.
+        unsafe { p.cast::<[f32; 8]>().write_unaligned(self.0) }
     }
 
     #[inline(always)]
     unsafe fn store_partial(self, p: *mut f32, n: usize) {
-        // SAFETY: the caller guarantees `n` writable floats at `p`, and `n < 16`.
+        // SAFETY: the caller guarantees `n` writable floats at `p`, and `n < 8`.
         unsafe { std::slice::from_raw_parts_mut(p, n) }.copy_from_slice(&self.0[..n]);
     }
 
     #[inline(always)]
-    unsafe fn add_product(self, a: Self, b: Self) -> Self {
-        self.zip(a.mul(b), |x, ab| x + ab)
-    }
-
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        self.zip(b, |x, y| x + y)
-    }
-
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        self.zip(b, |x, y| x * y)
-    }
-
-    #[inline(always)]
-    unsafe fn max(self, b: Self) -> Self {
-        self.zip(b, |a, b| if a > b { a } else { b })
-    }
-
-    #[inline(always)]
-    unsafe fn sum(self) -> f32 {
-        let mut lanes = self.0;
-        let mut width = 8;
-        while width > 0 {
-            for i in 0..width {
-                lanes[i] += lanes[i + width];
-            }
-            width /= 2;
+    unsafe fn add_product(mut self, a: Self, b: Self) -> Self {
+        for ((s, &x), &y) in self.0.iter_mut().zip(&a.0).zip(&b.0) {
+            *s += x * y;
         }
-        lanes[0]
+        self
     }
-}
 
-/// Dot products of `R` weight rows with `T` activation vectors, all `n` long:
-/// `out[r][t] = rows[r] · xs[t]`, each summed in the order of the module documentation.
-///
-/// # Safety
-///
-/// The CPU supports `V`'s instructions, and every pointer points to `n` readable floats.
-#[inline(always)]
-unsafe fn dot_tile<V: Vector, const R: usize, const T: usize>(
-    rows: [*const f32; R],
-    xs: [*const f32; T],
-    n: usize,
-) -> [[f32; T]; R] {
-    // SAFETY (for every read below): offsets stay below `n`; the caller vouches for the CPU.
-    unsafe {
-        let mut acc = [[V::zero(); T]; R];
-        let full = n - n % V::LANES;
-        let mut k = 0;
-        while k < full {
-            let mut w = [V::zero(); R];
-            for r in 0..R {
-                w[r] = V::load(rows[r].add(k));
-            }
-            for t in 0..T {
-                let x = V::load(xs[t].add(k));
-                for r in 0..R {
-                    acc[r][t] = acc[r][t].add_product(w[r], x);
-                }
-            }
-            k += V::LANES;
+    #[inline(always)]
+    unsafe fn div(mut self, b: Self) -> Self {
+        for (a, &b) in self.0.iter_mut().zip(&b.0) {
+            *a /= b;
         }
-        // Plain loops rather than `array::map`, whose closures might not be inlined into the
-        // caller's `#[target_feature]` context (and then neither would the intrinsics).
-        let mut dots = [[0.0; T]; R];
-        for r in 0..R {
-            for t in 0..T {
-                // The columns left over after the last full chunk, in order, on their own.
-                let mut tail = 0.0f32;
-                for j in full..n {
-                    tail += *rows[r].add(j) * *xs[t].add(j);
-                }
-                dots[r][t] = acc[r][t].sum() + tail;
+        self
+    }
+
+    #[inline(always)]
+    unsafe fn max(mut self, b: Self) -> Self {
+        for (a, &b) in self.0.iter_mut().zip(&b.0) {
+            *a = if *a > b { *a } else { b };
+        }
+        self
+    }
+
+    #[inline(always)]
+    unsafe fn transpose(block: &mut [Self]) {
+        for r in 0..8 {
+            for c in r + 1..8 {
+                let upper = block[r].0[c];
+                block[r].0[c] = block[c].0[r];
+                block[c].0[r] = upper;
             }
         }
-        dots
     }
 }
 
-/// [`Isa::dot`] for vector type `V`.
-///
-/// # Safety
-///
-/// The CPU supports `V`'s instructions; `a` and `b` have the same length.
-#[inline(always)]
-pub(crate) unsafe fn dot_generic<V: Vector>(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    // SAFETY: both slices hold `a.len()` floats; the caller vouches for the CPU.
-    unsafe { dot_tile::<V, 1, 1>([a.as_ptr()], [b.as_ptr()], a.len())[0][0] }
-}
-
-/// [`Isa::matvec`] for vector type `V`: one row after the other, so the weights stream through
-/// memory in order, which the hardware prefetchers follow best (interleaving several rows
-/// halves the bandwidth for long rows). The processor overlaps the independent rows by itself.
-///
-/// # Safety
-///
-/// The CPU supports `V`'s instructions; `w.len() == out.len() * x.len()`.
-#[inline(always)]
-pub(crate) unsafe fn matvec_generic<V: Vector>(out: &mut [f32], w: &[f32], x: &[f32]) {
-    let n = x.len();
-    debug_assert_eq!(w.len(), out.len() * n);
-    for (i, o) in out.iter_mut().enumerate() {
-        // SAFETY: row `i` lies inside `w` and `x` holds `n` floats; the caller vouches for the
-        // CPU.
-        *o = unsafe { dot_tile::<V, 1, 1>([w[i * n..].as_ptr()], [x.as_ptr()], n)[0][0] };
-    }
-}
-
-/// [`Isa::dots_strided`] for vector type `V`: four rows at a time, since rows this short
-/// (one head) stream well together.
-///
-/// Rows shorter than one vector (the heads of tiny models) have no full chunk: their dot product
-/// is summed in order, column after column. For those, blocks of `LANES` rows go in the lanes
-/// instead, one column at a time, which adds in the same order.
+/// [`Isa::dots_strided`] for vector type `V`: blocks of `LANES` rows, one row per lane. Each
+/// block of `LANES` columns is loaded row by row and transposed, so that vector `c` holds
+/// column `c` of every row; the columns are then added to the running sums in order.
 ///
 /// # Safety
 ///
 /// The CPU supports `V`'s instructions; the rows fit in `rows` (see `check_strided`).
 #[inline(always)]
 pub(crate) unsafe fn dots_strided_generic<V: Vector>(
-    scores: &mut [f32],
-    q: &[f32],
+    out: &mut [f32],
+    x: &[f32],
     rows: &[f32],
     stride: usize,
 ) {
-    let n = q.len();
-    let row = |t: usize| rows[t * stride..].as_ptr();
-    let mut t = 0;
-    if n < V::LANES && stride.saturating_mul(V::LANES) <= i32::MAX as usize {
-        let mut blocks = scores.chunks_exact_mut(V::LANES);
-        for block in &mut blocks {
-            // SAFETY: rows `t..t + LANES` hold `n` floats each, so column `i < n` of each is
-            // readable; `block` holds `LANES` floats; the caller vouches for the CPU.
-            unsafe {
-                let mut dots = V::zero();
-                for (i, &qi) in q.iter().enumerate() {
-                    dots = dots.add_product(V::splat(qi), V::gather(row(t).add(i), stride));
-                }
-                // `dot_tile` adds its in-order sum to that of (no) full chunks, 0.0: so here.
-                V::zero().add(dots).store(block.as_mut_ptr());
+    let lanes = V::LANES;
+    let mut first = 0;
+    while first < out.len() {
+        let block_rows = lanes.min(out.len() - first);
+        // SAFETY: rows `first..first + block_rows` are in bounds (checked by the caller), and
+        // `out` holds them; the caller vouches for the CPU.
+        unsafe {
+            let row0 = rows.as_ptr().add(first * stride);
+            let sums = if block_rows == lanes {
+                dots_of_full_block::<V>(row0, stride, x)
+            } else {
+                dots_of_block::<V>(row0, stride, block_rows, x)
+            };
+            let dst = out.as_mut_ptr().add(first);
+            if block_rows == lanes {
+                sums.store(dst);
+            } else {
+                sums.store_partial(dst, block_rows);
             }
-            t += V::LANES;
+        }
+        first += block_rows;
+    }
+}
+
+/// The running sums of `LANES` rows starting at `row0`, `stride` apart, times `x`: the hot loop
+/// of [`dots_strided_generic`], with no partial rows to check for.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the `LANES` rows hold `x.len()` readable floats each.
+#[inline(always)]
+unsafe fn dots_of_full_block<V: Vector>(row0: *const f32, stride: usize, x: &[f32]) -> V {
+    let (n, lanes) = (x.len(), V::LANES);
+    let full = n - n % lanes;
+    // SAFETY: every read is of row `r < LANES` at a column below `n`; the caller vouches for
+    // the CPU.
+    unsafe {
+        let mut sums = V::zero();
+        let mut block = [V::zero(); 16];
+        let block = &mut block[..lanes];
+        let mut j = 0;
+        while j < full {
+            for (r, v) in block.iter_mut().enumerate() {
+                *v = V::load(row0.add(r * stride + j));
+            }
+            V::transpose(block);
+            for (c, column) in block.iter().enumerate() {
+                sums = sums.add_product(*column, V::splat(*x.get_unchecked(j + c)));
+            }
+            j += lanes;
+        }
+        if j < n {
+            sums = add_columns(sums, row0, stride, lanes, j, x);
+        }
+        sums
+    }
+}
+
+/// [`dots_of_full_block`] for the last, partial block of `block_rows < LANES` rows (the other
+/// lanes see zeros).
+///
+/// # Safety
+///
+/// As for [`dots_of_full_block`], for `block_rows` rows.
+#[inline(always)]
+unsafe fn dots_of_block<V: Vector>(
+    row0: *const f32,
+    stride: usize,
+    block_rows: usize,
+    x: &[f32],
+) -> V {
+    let mut sums = V::zero();
+    let mut j = 0;
+    while j < x.len() {
+        // SAFETY: forwarded from this function's contract.
+        sums = unsafe { add_columns(sums, row0, stride, block_rows, j, x) };
+        j += V::LANES.min(x.len() - j);
+    }
+    sums
+}
+
+/// Add columns `j..j + LANES` (or up to the end of `x`) of `block_rows` rows to `sums`, one
+/// column after the other: the general (and slower) step, for edges of the matrix.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the `block_rows` rows from `row0` hold `x.len()`
+/// readable floats each.
+#[inline(always)]
+unsafe fn add_columns<V: Vector>(
+    mut sums: V,
+    row0: *const f32,
+    stride: usize,
+    block_rows: usize,
+    j: usize,
+    x: &[f32],
+) -> V {
+    let lanes = V::LANES;
+    let width = lanes.min(x.len() - j);
+    // SAFETY: rows below `block_rows`, columns below `x.len()`; the caller vouches for the CPU.
+    unsafe {
+        let mut block = [V::zero(); 16];
+        let block = &mut block[..lanes];
+        for (r, v) in block.iter_mut().enumerate().take(block_rows) {
+            let p = row0.add(r * stride + j);
+            *v = if width == lanes {
+                V::load(p)
+            } else {
+                V::load_partial(p, width)
+            };
+        }
+        V::transpose(block);
+        for (c, column) in block[..width].iter().enumerate() {
+            sums = sums.add_product(*column, V::splat(*x.get_unchecked(j + c)));
         }
     }
-    let mut groups = scores[t..].chunks_exact_mut(4);
-    for group in &mut groups {
-        // SAFETY: rows `t..t + 4` hold `n` floats each, as does `q`; the caller vouches for the
+    sums
+}
+
+/// [`Isa::scores_all_heads`] for vector type `V`: blocks of `LANES` positions, one position per
+/// lane. Each block of `LANES` key columns is transposed once; column `j` belongs to key head
+/// `j / head_dim`, and is added (times the query value) to the running sums of that key head's
+/// `kv_mul` query heads. Columns come in order, so each sum is in order; when the key head
+/// changes, the finished sums are stored.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the shapes are consistent (as checked by
+/// `scores_all_heads`).
+#[inline(always)]
+pub(crate) unsafe fn scores_all_heads_generic<V: Vector>(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    shape: HeadShape,
+) {
+    let HeadShape {
+        n_pos,
+        head_dim,
+        kv_mul,
+        kv_dim,
+    } = shape;
+    let lanes = V::LANES;
+    let mut first = 0;
+    while first < n_pos {
+        let block_rows = lanes.min(n_pos - first);
+        // Store the sums of key head `kv_head`'s query heads for this block of positions.
+        let flush = |sums: &[V; MAX_KV_MUL], kv_head: usize, scores: &mut [f32]| {
+            for (k, sum) in sums.iter().enumerate().take(kv_mul) {
+                let head = kv_head * kv_mul + k;
+                // SAFETY: `scores` holds `n_pos` values per head, and positions
+                // `first..first + block_rows` are below `n_pos`; the caller vouches for the CPU.
+                unsafe {
+                    let dst = scores.as_mut_ptr().add(head * n_pos + first);
+                    if block_rows == lanes {
+                        sum.store(dst);
+                    } else {
+                        sum.store_partial(dst, block_rows);
+                    }
+                }
+            }
+        };
+        // SAFETY: rows `first..first + block_rows` hold `kv_dim` floats each and the columns
+        // read stay below `kv_dim`; query indices stay inside `q`. The caller vouches for the
         // CPU.
-        let dots =
-            unsafe { dot_tile::<V, 4, 1>(std::array::from_fn(|r| row(t + r)), [q.as_ptr()], n) };
-        for (s, d) in group.iter_mut().zip(dots) {
-            *s = d[0];
+        unsafe {
+            let mut sums = [V::zero(); MAX_KV_MUL];
+            let mut kv_head = 0;
+            let mut block = [V::zero(); 16];
+            let block = &mut block[..lanes];
+            let mut j = 0;
+            while j < kv_dim {
+                let width = lanes.min(kv_dim - j);
+                for (r, v) in block.iter_mut().enumerate() {
+                    *v = if r >= block_rows {
+                        V::zero()
+                    } else {
+                        let p = keys.as_ptr().add((first + r) * kv_dim + j);
+                        if width == lanes {
+                            V::load(p)
+                        } else {
+                            V::load_partial(p, width)
+                        }
+                    };
+                }
+                V::transpose(block);
+                for (c, column) in block[..width].iter().enumerate() {
+                    let (head_of_column, i) = ((j + c) / head_dim, (j + c) % head_dim);
+                    if head_of_column != kv_head {
+                        flush(&sums, kv_head, scores);
+                        sums = [V::zero(); MAX_KV_MUL];
+                        kv_head = head_of_column;
+                    }
+                    for (k, sum) in sums.iter_mut().enumerate().take(kv_mul) {
+                        let query = *q.get_unchecked((kv_head * kv_mul + k) * head_dim + i);
+                        *sum = sum.add_product(*column, V::splat(query));
+                    }
+                }
+                j += width;
+            }
+            flush(&sums, kv_head, scores);
         }
-        t += 4;
-    }
-    for s in groups.into_remainder() {
-        // SAFETY: as above, for the single row `t`.
-        *s = unsafe { dot_tile::<V, 1, 1>([row(t)], [q.as_ptr()], n)[0][0] };
-        t += 1;
+        first += block_rows;
     }
 }
 
 /// [`Isa::weighted_sum_strided`] for vector type `V`: one register of output at a time, summing
-/// over all rows.
+/// over all rows in order.
 ///
 /// # Safety
 ///
@@ -563,6 +743,95 @@ pub(crate) unsafe fn weighted_sum_generic<V: Vector>(
     }
 }
 
+/// [`Isa::divide`] for vector type `V`.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn divide_generic<V: Vector>(x: &mut [f32], divisor: f32) {
+    let mut j = 0;
+    while j < x.len() {
+        let lanes = V::LANES.min(x.len() - j);
+        // SAFETY: `lanes` floats from `j` are inside `x`; the caller vouches for the CPU.
+        unsafe {
+            let p = x.as_mut_ptr().add(j);
+            if lanes == V::LANES {
+                V::load(p).div(V::splat(divisor)).store(p);
+            } else {
+                V::load_partial(p, lanes)
+                    .div(V::splat(divisor))
+                    .store_partial(p, lanes);
+            }
+        }
+        j += lanes;
+    }
+}
+
+/// [`Isa::weighted_sums_all_heads`] for vector type `V`: for each stretch of `LANES` values of
+/// a head, eight heads at a time run down the positions together, each adding its weight times
+/// its key head's values.
+///
+/// # Safety
+///
+/// The CPU supports `V`'s instructions; the shapes are consistent (as checked by
+/// `weighted_sums_all_heads`).
+#[inline(always)]
+pub(crate) unsafe fn weighted_sums_all_heads_generic<V: Vector>(
+    out: &mut [f32],
+    att: &[f32],
+    values: &[f32],
+    shape: HeadShape,
+) {
+    const HEADS: usize = 8;
+    let HeadShape {
+        n_pos,
+        head_dim,
+        kv_mul,
+        kv_dim,
+    } = shape;
+    let n_heads = out.len() / head_dim;
+    let mut first_head = 0;
+    while first_head < n_heads {
+        let heads = HEADS.min(n_heads - first_head);
+        let mut j = 0;
+        while j < head_dim {
+            let lanes = V::LANES.min(head_dim - j);
+            // SAFETY: for head `h < n_heads`, position `t < n_pos` and values `j..j + lanes` of
+            // a head, `att[h * n_pos + t]`, `values[t * kv_dim + (h / kv_mul) * head_dim + j..]`
+            // and `out[h * head_dim + j..]` are in bounds (checked by the caller); the caller
+            // vouches for the CPU.
+            unsafe {
+                let mut sums = [V::zero(); HEADS];
+                let value_at = |h: usize| (h / kv_mul) * head_dim + j;
+                for t in 0..n_pos {
+                    let row = values.as_ptr().add(t * kv_dim);
+                    for (k, sum) in sums.iter_mut().enumerate().take(heads) {
+                        let h = first_head + k;
+                        let p = row.add(value_at(h));
+                        let v = if lanes == V::LANES {
+                            V::load(p)
+                        } else {
+                            V::load_partial(p, lanes)
+                        };
+                        *sum = sum.add_product(V::splat(*att.get_unchecked(h * n_pos + t)), v);
+                    }
+                }
+                for (k, sum) in sums.iter().enumerate().take(heads) {
+                    let dst = out.as_mut_ptr().add((first_head + k) * head_dim + j);
+                    if lanes == V::LANES {
+                        sum.store(dst);
+                    } else {
+                        sum.store_partial(dst, lanes);
+                    }
+                }
+            }
+            j += lanes;
+        }
+        first_head += heads;
+    }
+}
+
 /// [`Isa::max`] for vector type `V`: lane by lane over the full chunks, starting from `x[0]` in
 /// every lane (so that a NaN there stays, as in the scan), then across the lanes and on through
 /// the values left over.
@@ -590,66 +859,57 @@ pub(crate) unsafe fn max_generic<V: Vector>(x: &[f32]) -> f32 {
         .fold(max, |m, &v| if v > m { v } else { m })
 }
 
-/// [`Isa::matmul_t`] for vector type `V`, in tiles of `R` weight rows by `T` activation rows.
+/// [`Isa::matmul_t`] for vector type `V`: groups of `R` weight rows, one token per lane. For each
+/// group, every block of `LANES` tokens runs down all the columns, adding each broadcast weight
+/// times the column of tokens: `R` running sums per token, each in column order.
+///
+/// Weight rows are the outer loop so that each group is read from memory once and then served
+/// from cache to every block of tokens.
 ///
 /// # Safety
 ///
 /// The CPU supports `V`'s instructions; the shapes are consistent (as checked by `matmul_t`).
 #[inline(always)]
-pub(crate) unsafe fn matmul_t_generic<V: Vector, const R: usize, const T: usize>(
+pub(crate) unsafe fn matmul_t_generic<V: Vector, const R: usize>(
     out_t: &mut [f32],
     w: &[f32],
-    xs: &[f32],
+    xs_t: &[f32],
+    m: usize,
     cols: usize,
 ) {
-    let (rows, m) = (w.len() / cols, xs.len() / cols);
+    let rows = w.len() / cols;
+    let padded = m.next_multiple_of(TOKEN_BLOCK);
     let mut i = 0;
     while i < rows {
-        let out_rows = &mut out_t[i * m..];
-        // SAFETY (both calls): the rows passed lie inside `w`; the caller vouches for the CPU.
-        if i + R <= rows {
-            unsafe { row_group::<V, R, T>(out_rows, &w[i * cols..(i + R) * cols], xs, cols) };
-            i += R;
-        } else {
-            unsafe { row_group::<V, 1, T>(out_rows, &w[i * cols..(i + 1) * cols], xs, cols) };
-            i += 1;
-        }
-    }
-}
-
-/// Rows `w` (exactly `R` of them) times every activation row of `xs`, `T` at a time, written to
-/// the first `R * m` values of `out_t` (row-major, `m` values per weight row).
-///
-/// # Safety
-///
-/// The CPU supports `V`'s instructions; `w` holds `R * cols` floats.
-#[inline(always)]
-unsafe fn row_group<V: Vector, const R: usize, const T: usize>(
-    out_t: &mut [f32],
-    w: &[f32],
-    xs: &[f32],
-    cols: usize,
-) {
-    let m = xs.len() / cols;
-    let rows: [*const f32; R] = std::array::from_fn(|r| w[r * cols..].as_ptr());
-    let x = |t: usize| xs[t * cols..].as_ptr();
-    let mut t = 0;
-    while t < m {
-        if t + T <= m {
-            // SAFETY: rows and activation rows `t..t + T` each hold `cols` floats.
-            let dots =
-                unsafe { dot_tile::<V, R, T>(rows, std::array::from_fn(|j| x(t + j)), cols) };
-            for (r, row) in dots.iter().enumerate() {
-                out_t[r * m + t..r * m + t + T].copy_from_slice(row);
+        let group = R.min(rows - i);
+        // Rows past the matrix's end repeat its last row; their sums are not stored.
+        let row: [*const f32; R] =
+            std::array::from_fn(|r| w[(i + r.min(group - 1)) * cols..].as_ptr());
+        let mut t = 0;
+        while t < m {
+            let tokens = V::LANES.min(m - t);
+            // SAFETY: each row pointer has `cols` readable floats; column `j` of tokens
+            // `t..t + LANES` lies inside the padded `xs_t`; the output holds `m` floats per row
+            // from `(i + r) * m`. The caller vouches for the CPU.
+            unsafe {
+                let mut sums = [V::zero(); R];
+                for j in 0..cols {
+                    let x = V::load(xs_t.as_ptr().add(j * padded + t));
+                    for r in 0..R {
+                        sums[r] = sums[r].add_product(V::splat(*row[r].add(j)), x);
+                    }
+                }
+                for (r, sum) in sums.iter().enumerate().take(group) {
+                    let dst = out_t.as_mut_ptr().add((i + r) * m + t);
+                    if tokens == V::LANES {
+                        sum.store(dst);
+                    } else {
+                        sum.store_partial(dst, tokens);
+                    }
+                }
             }
-            t += T;
-        } else {
-            // SAFETY: as above, for the single activation row `t`.
-            let dots = unsafe { dot_tile::<V, R, 1>(rows, [x(t)], cols) };
-            for (r, row) in dots.iter().enumerate() {
-                out_t[r * m + t] = row[0];
-            }
-            t += 1;
+            t += tokens;
         }
+        i += group;
     }
 }
