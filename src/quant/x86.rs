@@ -13,8 +13,11 @@
 //! lane these are the float operations of [`super::plain::dot_aligned`], in the same order, so
 //! the results are identical bit for bit; the integer sums are exact in any order.
 //!
-//! Decoding streams every weight from memory once per token, so the kernels ask for the rows
-//! two blocks ahead (`_mm_prefetch` into L2): without it a core waits on every block's loads.
+//! Decoding streams every weight from memory once per token. A block reads its rows side by
+//! side, a chunk of each at a time: many short streams, which the hardware prefetchers do not
+//! follow. So while a block is summed, it asks for the next block's weights front to back (one
+//! line per line it reads) and for the next block's scales: one long stream that keeps memory
+//! busy. Without it a core waits on every block's loads (less than half the speed).
 //!
 //! Both instruction sets multiply *unsigned* by signed bytes, and weights may be any `i8`,
 //! including -128:
@@ -51,10 +54,6 @@ struct Block<'a> {
     group_size: usize,
 }
 
-/// How far ahead of the rows being read to ask for weights: two 16-row blocks, found by trial
-/// to keep a core's loads streaming from memory.
-const PREFETCH_ROWS: usize = 32;
-
 impl<'a> Block<'a> {
     fn new(w: &'a Q8Matrix, first_row: usize, rows: usize) -> Block<'a> {
         let groups_per_row = w.cols / w.group_size;
@@ -66,35 +65,40 @@ impl<'a> Block<'a> {
         }
     }
 
-    /// Ask for the cache line of the block's weights at `at` (which may lie past the block, or
-    /// past the matrix, where the request is simply dropped) to be brought into L2.
-    fn prefetch(&self, at: usize) {
-        let ahead = self.values.as_ptr().wrapping_add(at);
-        // SAFETY: prefetching is a hint that never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.cast()) };
+    /// Ask for cache line `line` of the next block's weights (the rows after this block's; past
+    /// the matrix, the request is for whatever lies there, or nothing) to be brought in.
+    fn prefetch_next(&self, line: usize) {
+        let ahead = self
+            .values
+            .as_ptr()
+            .wrapping_add(self.values.len() + line * CACHE_LINE);
+        prefetch(ahead);
     }
 
     /// Ask for the scales of the next block (of as many rows as this one).
     fn prefetch_next_scales(&self) {
         let next = self.scales.as_ptr().wrapping_add(self.scales.len());
         for line in (0..self.scales.len()).step_by(CACHE_LINE / 4) {
-            // SAFETY: as in `prefetch`.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line).cast()) };
+            prefetch(next.wrapping_add(line));
         }
     }
 }
 
-/// Ask for the first rows of a range (and their scales): the blocks ask for the rows
-/// [`PREFETCH_ROWS`] ahead of themselves, which leaves the first ones to this.
-fn prefetch_first_rows(w: &Q8Matrix, first_row: usize, rows: usize) {
-    let block = Block::new(w, first_row, rows.min(PREFETCH_ROWS));
+/// Ask for the cache line holding `p` to be brought into the cache, without waiting for it.
+fn prefetch<T>(p: *const T) {
+    // SAFETY: prefetching is a hint that never faults, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+}
+
+/// Ask for the first block of a range of rows (and its scales): each block asks for the next
+/// one, which leaves the first to this.
+fn prefetch_first_block(w: &Q8Matrix, first_row: usize, rows: usize) {
+    let block = Block::new(w, first_row, rows);
     for at in (0..block.values.len()).step_by(CACHE_LINE) {
-        block.prefetch(at);
+        prefetch(block.values.as_ptr().wrapping_add(at));
     }
     for at in (0..block.scales.len()).step_by(CACHE_LINE / 4) {
-        let scale = block.scales.as_ptr().wrapping_add(at);
-        // SAFETY: as in `Block::prefetch`.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(scale.cast()) };
+        prefetch(block.scales.as_ptr().wrapping_add(at));
     }
 }
 
@@ -119,7 +123,7 @@ pub unsafe fn rows_avx512_vnni(
     first_row: usize,
     x: &QuantizedVector,
 ) {
-    prefetch_first_rows(w, first_row, out.len());
+    prefetch_first_block(w, first_row, out.len().min(ROWS_512));
     let mut blocks = out.chunks_exact_mut(ROWS_512);
     let mut row = first_row;
     for block in &mut blocks {
@@ -142,25 +146,35 @@ fn block_avx512(block: &Block, x: &QuantizedVector) -> __m512 {
     }
 }
 
-/// [`block_avx512`] when every group is a whole number of chunks: the quads of each row are
-/// summed across the group's chunks, then reduced, so no transpose is needed.
+/// [`block_avx512`] when every group is a whole number of chunks (so rows are too): the quads
+/// of each row are summed across the group's chunks, then reduced, so no transpose is needed.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn block_avx512_whole_chunk_groups(block: &Block, x: &QuantizedVector) -> __m512 {
+    let (cols, group_size) = (block.cols, block.group_size);
+    assert!(block.values.len() == ROWS_512 * cols && x.values.len() >= cols);
     let scales = ScaleReader512::new(block);
+    let rows = block.values.as_ptr();
     let mut sums = _mm512_setzero_ps();
-    for (g, group_start) in (0..block.cols).step_by(block.group_size).enumerate() {
-        let chunks = (group_start..group_start + block.group_size).step_by(CHUNK);
+    let mut chunk = 0;
+    for g in 0..cols / group_size {
+        let group = g * group_size..(g + 1) * group_size;
         let mut correction = _mm512_setzero_si512();
-        for start in chunks.clone() {
+        for start in group.clone().step_by(CHUNK) {
             correction = _mm512_add_epi32(correction, x_correction_512(x, start));
         }
         let mut quads = [correction; ROWS_512];
-        for start in chunks {
+        for start in group.step_by(CHUNK) {
             let xc = load_x_512(x, start);
             for (r, quad) in quads.iter_mut().enumerate() {
-                // SAFETY: r < 16 rows, and the whole chunk lies in the group, so in the row.
-                *quad = unsafe { add_quads_512(*quad, block, r, start, !0, xc) };
+                // The next block, line by line as this one is read (asking first, then loading,
+                // measured 15% faster than the other way round).
+                block.prefetch_next(chunk * ROWS_512 + r);
+                // SAFETY: row `r` of the block holds `cols` bytes, and the chunk lies within the
+                // group, so within `0..cols`.
+                let wr = unsafe { _mm512_loadu_si512(rows.add(r * cols + start).cast()) };
+                *quad = add_quads_512(*quad, wr, xc);
             }
+            chunk += 1;
         }
         let group_sums = reduce_16x16(&quads);
         sums = scales.add_scaled_group(sums, group_sums, g, x.scales[g]);
@@ -182,8 +196,10 @@ fn block_avx512_groups_within_chunks(block: &Block, x: &QuantizedVector) -> __m5
         let xc = load_x_512(x, start);
         let mut quads = [x_correction_512(x, start); ROWS_512];
         for (r, quad) in quads.iter_mut().enumerate() {
+            block.prefetch_next(start / CHUNK * ROWS_512 + r);
             // SAFETY: r < 16 rows, and `chunk_mask` selects the bytes left in the row.
-            *quad = unsafe { add_quads_512(*quad, block, r, start, in_row, xc) };
+            let wr = unsafe { load_row_chunk(block, r, start, in_row) };
+            *quad = add_quads_512(*quad, wr, xc);
         }
         transpose_16x16(&mut quads);
         for &quad in &quads[..len / 4] {
@@ -222,27 +238,23 @@ fn chunk_mask(block: &Block, start: usize) -> __mmask64 {
     }
 }
 
-/// `quads` plus the quad sums of (row `r`'s chunk at `start`, plus 128) times `xc`, reading the
-/// bytes in `in_row`; also asks for the same chunk [`PREFETCH_ROWS`] rows ahead.
+/// The bytes of row `r`'s chunk at `start` selected by `in_row`, the others zero.
 ///
 /// # Safety
 /// `r` must be a row of the block, and `in_row` select only bytes of that row from `start` on,
 /// as [`chunk_mask`] does. (A bounds check per load costs about 15% in cache.)
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn add_quads_512(
-    quads: __m512i,
-    block: &Block,
-    r: usize,
-    start: usize,
-    in_row: __mmask64,
-    xc: __m512i,
-) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn load_row_chunk(block: &Block, r: usize, start: usize, in_row: __mmask64) -> __m512i {
     let at = r * block.cols + start;
     debug_assert!(at + (64 - in_row.leading_zeros() as usize) <= block.values.len());
     // SAFETY: the caller promises that the mask selects bytes of row `r`, inside the block.
-    let wr = unsafe { _mm512_maskz_loadu_epi8(in_row, block.values.as_ptr().add(at)) };
-    block.prefetch(at + PREFETCH_ROWS * block.cols);
-    // Masked-off bytes load as 0 (128 after the flip) but meet x's zero padding.
+    unsafe { _mm512_maskz_loadu_epi8(in_row, block.values.as_ptr().add(at)) }
+}
+
+/// `quads` plus the quad sums of (the weights `wr`, plus 128) times the activations `xc`.
+/// (Bytes of `wr` past a row's end are 0, so 128 after the flip, but meet x's zero padding.)
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn add_quads_512(quads: __m512i, wr: __m512i, xc: __m512i) -> __m512i {
     let unsigned = _mm512_xor_si512(wr, _mm512_set1_epi8(i8::MIN));
     _mm512_dpbusd_epi32(quads, unsigned, xc)
 }
@@ -357,7 +369,7 @@ const CHUNK_256: usize = 32;
 /// multiple of 4 values, and `x` quantized in the same groups.
 #[target_feature(enable = "avx2")]
 pub unsafe fn rows_avx2(out: &mut [f32], w: &Q8Matrix, first_row: usize, x: &QuantizedVector) {
-    prefetch_first_rows(w, first_row, out.len());
+    prefetch_first_block(w, first_row, out.len().min(ROWS_256));
     let mut blocks = out.chunks_exact_mut(ROWS_256);
     let mut row = first_row;
     for block in &mut blocks {
@@ -383,9 +395,12 @@ fn block_avx2(block: &Block, x: &QuantizedVector) -> __m256 {
         let xc = load_up_to_32(&x.values[start..start + CHUNK_256]);
         let mut quads = [_mm256_setzero_si256(); ROWS_256];
         for (r, quad) in quads.iter_mut().enumerate() {
+            // Each chunk reads 8 times 32 bytes: ask for as many of the next block, in order.
+            if r < ROWS_256 * CHUNK_256 / CACHE_LINE {
+                block.prefetch_next(start / CHUNK_256 * (ROWS_256 * CHUNK_256 / CACHE_LINE) + r);
+            }
             let at = r * block.cols + start;
             let wr = load_up_to_32(&block.values[at..at + len]);
-            block.prefetch(at + PREFETCH_ROWS * block.cols);
             // |w| * (x with w's sign) = w * x, in pairs that cannot saturate an i16.
             let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wr), _mm256_sign_epi8(xc, wr));
             *quad = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
