@@ -86,25 +86,21 @@ impl Matrix<'_> {
     /// `out = X selfᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`,
     /// and each row of `out` is what [`Matrix::matmul`] gives for that row of `xs`, bit for bit.
     ///
-    /// Float matrices are read once for the whole batch, with `transposed` as scratch (see
-    /// [`kernels::matmul_batch_scratch`]). Int8 matrices are multiplied one row of `xs` at a
-    /// time for now.
+    /// Each block of weights is read once for the whole batch, with `transposed` as scratch
+    /// (see [`kernels::matmul_batch_scratch`]); `quantized` holds the batch quantized for int8
+    /// matrices.
     pub(crate) fn matmul_batch(
         &self,
         out: &mut [f32],
         xs: &[f32],
         transposed: &mut [f32],
-        xq: &mut QuantizedVector,
+        quantized: &mut Vec<QuantizedVector>,
     ) {
         match self {
             Matrix::F32 { data, cols, .. } => {
                 kernels::matmul_batch(out, data, xs, *cols, transposed)
             }
-            Matrix::Q8(m) => {
-                for (o, x) in out.chunks_exact_mut(m.rows).zip(xs.chunks_exact(m.cols)) {
-                    quant::matmul(o, m, x, xq);
-                }
-            }
+            Matrix::Q8(m) => quant::matmul_batch(out, m, xs, quantized, transposed),
         }
     }
 
@@ -479,6 +475,7 @@ impl Model {
         let Batch {
             x,
             transposed,
+            quantized,
             logits,
             ..
         } = &mut state.batch;
@@ -487,7 +484,7 @@ impl Model {
             Logits::All => {
                 let rows = &mut logits[first * vocab_size..(first + m) * vocab_size];
                 self.classifier()
-                    .matmul_batch(rows, x, transposed, &mut state.xq);
+                    .matmul_batch(rows, x, transposed, quantized);
             }
             Logits::Last if first + m == n => {
                 let last = &x[(m - 1) * self.config().dim..];
@@ -507,10 +504,7 @@ impl Model {
         let m = tokens.len();
         let (dim, kv_dim, head_dim) = (c.dim, c.kv_dim(), c.head_dim());
         let State {
-            kv_cache,
-            xq,
-            batch,
-            ..
+            kv_cache, batch, ..
         } = state;
         let Batch {
             x,
@@ -522,6 +516,7 @@ impl Model {
             rope,
             scores,
             transposed,
+            quantized,
             ..
         } = batch;
         let (x, xb, xb2, q) = (
@@ -554,9 +549,9 @@ impl Model {
             for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 kernels::rms_norm(out, row, w.attn_norm);
             }
-            w.wq.matmul_batch(q, xb, transposed, xq);
-            w.wk.matmul_batch(&mut keys[batch_kv.clone()], xb, transposed, xq);
-            w.wv.matmul_batch(&mut values[batch_kv.clone()], xb, transposed, xq);
+            w.wq.matmul_batch(q, xb, transposed, quantized);
+            w.wk.matmul_batch(&mut keys[batch_kv.clone()], xb, transposed, quantized);
+            w.wv.matmul_batch(&mut values[batch_kv.clone()], xb, transposed, quantized);
             for ((q_row, k_row), table) in q
                 .chunks_exact_mut(dim)
                 .zip(keys[batch_kv].chunks_exact_mut(kv_dim))
@@ -572,17 +567,17 @@ impl Model {
             kernels::attention_batch(xb, q, &keys[cached], &values[cached], scores, start, shape);
 
             // Output projection and residual connection.
-            w.wo.matmul_batch(xb2, xb, transposed, xq);
+            w.wo.matmul_batch(xb2, xb, transposed, quantized);
             kernels::add_in_place(x, xb2);
 
             // Feed-forward block, row by row as in `forward`, (m, hidden_dim) inside.
             for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 kernels::rms_norm(out, row, w.ffn_norm);
             }
-            w.w1.matmul_batch(hb, xb, transposed, xq);
-            w.w3.matmul_batch(hb2, xb, transposed, xq);
+            w.w1.matmul_batch(hb, xb, transposed, quantized);
+            w.w3.matmul_batch(hb2, xb, transposed, quantized);
             kernels::swiglu(hb, hb2);
-            w.w2.matmul_batch(xb, hb, transposed, xq);
+            w.w2.matmul_batch(xb, hb, transposed, quantized);
             kernels::add_in_place(x, xb);
         }
 
@@ -640,6 +635,8 @@ struct Batch {
     scores: Vec<f32>,
     /// Scratch for batched matrix products: the batch transposed, and the result transposed.
     transposed: Vec<f32>,
+    /// The batch quantized to int8, one vector per position (int8 models only).
+    quantized: Vec<QuantizedVector>,
     /// Logits of every position, `(tokens, vocab_size)`, for [`Logits::All`].
     logits: Vec<f32>,
 }

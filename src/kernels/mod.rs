@@ -162,9 +162,22 @@ pub fn matmul_batch(out: &mut [f32], w: &[f32], xs: &[f32], cols: usize, scratch
         let w_rows = &w[first_row * cols..(first_row + block_rows) * cols];
         simd::matmul_t(block, w_rows, xs_t, m, cols);
     });
-    for (i, column) in out_t.chunks_exact(m).enumerate() {
-        for (t, &v) in column.iter().enumerate() {
-            out[t * rows + i] = v;
+    transpose(out, out_t, rows, m);
+}
+
+/// Write the `(rows, cols)` matrix `input` transposed into `out`, `(cols, rows)`: `out[c * rows +
+/// r] = input[r * cols + c]`. It goes a square tile at a time, so that both matrices are read
+/// and written a few cache lines at a time rather than one value per line.
+pub fn transpose(out: &mut [f32], input: &[f32], rows: usize, cols: usize) {
+    const TILE: usize = 16;
+    debug_assert!(out.len() == rows * cols && input.len() == rows * cols);
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = input[r * cols + c];
+                }
+            }
         }
     }
 }

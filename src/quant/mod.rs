@@ -29,7 +29,7 @@ mod x86;
 #[cfg(test)]
 mod tests;
 
-use crate::kernels::parallel;
+use crate::kernels::{self, parallel};
 
 /// A row-major int8 matrix with group scales, borrowed from a checkpoint.
 #[derive(Clone, Copy, Debug)]
@@ -205,18 +205,19 @@ impl Kernel {
                 && w.rows_aligned_to_groups())
     }
 
-    /// `out[i] = row first_row + i of w` times `x`, for every `i`. `w`'s rows must be aligned to
-    /// its groups, and `x` quantized in the same groups.
-    fn rows(self, out: &mut [f32], w: &Q8Matrix, first_row: usize, x: &QuantizedVector) {
-        debug_assert!(self.handles(w));
+    /// `out[i * m + t] = row first_row + i of w` times `xs[t]`, for each of the `m = xs.len()`
+    /// vectors (at least one) and every row `i < out.len() / m`. `w`'s rows must be aligned to
+    /// its groups, and every `x` quantized in the same groups.
+    fn rows(self, out: &mut [f32], w: &Q8Matrix, first_row: usize, xs: &[QuantizedVector]) {
+        debug_assert!(self.handles(w) && !xs.is_empty());
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `handles` checked that the CPU has AVX-512 F, BW and VNNI.
-            Kernel::Avx512Vnni => unsafe { x86::rows_avx512_vnni(out, w, first_row, x) },
+            Kernel::Avx512Vnni => unsafe { x86::rows_avx512_vnni(out, w, first_row, xs) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `handles` checked that the CPU has AVX2.
-            Kernel::Avx2 => unsafe { x86::rows_avx2(out, w, first_row, x) },
-            _ => plain::rows_aligned(out, w, first_row, x),
+            Kernel::Avx2 => unsafe { x86::rows_avx2(out, w, first_row, xs) },
+            _ => plain::rows_aligned(out, w, first_row, xs),
         }
     }
 }
@@ -248,16 +249,86 @@ pub fn matmul(out: &mut [f32], w: &Q8Matrix, x: &[f32], scratch: &mut QuantizedV
 /// If `x` was not quantized from a vector of `w.cols` values in `w`'s groups.
 pub fn matmul_quantized(kernel: Kernel, out: &mut [f32], w: &Q8Matrix, x: &QuantizedVector) {
     debug_assert_eq!(out.len(), w.rows);
-    assert!(
-        x.values.len() == w.cols.next_multiple_of(CHUNK) && x.scales.len() * w.group_size == w.cols,
-        "the activations were quantized for another matrix"
+    let (kernel, xs) = (
+        kernel_for(kernel, w, std::slice::from_ref(x)),
+        std::slice::from_ref(x),
     );
-    let kernel = if kernel.handles(w) {
+    parallel::for_each_row_block(out, w.cols, |first_row, block| {
+        kernel.rows(block, w, first_row, xs);
+    });
+}
+
+/// [`matmul_quantized`] for a batch of quantized vectors, transposed: `out_t[i * m + t]` is row
+/// `i` of `w` times `xs[t]`, for the `m = xs.len()` vectors. Each block of weight rows is read
+/// from memory once for the whole batch.
+///
+/// # Panics
+/// As [`matmul_quantized`], for any of the vectors.
+pub fn matmul_quantized_batch(
+    kernel: Kernel,
+    out_t: &mut [f32],
+    w: &Q8Matrix,
+    xs: &[QuantizedVector],
+) {
+    let m = xs.len();
+    debug_assert_eq!(out_t.len(), w.rows * m);
+    if m == 0 {
+        return;
+    }
+    let kernel = kernel_for(kernel, w, xs);
+    parallel::for_each_row_group(out_t, m, m * w.cols, |first_row, block| {
+        kernel.rows(block, w, first_row, xs);
+    });
+}
+
+/// `kernel`, or [`Kernel::Plain`] where `kernel` cannot run `w`, after checking that every
+/// vector of `xs` was quantized for `w` (which the SIMD kernels rely on).
+fn kernel_for(kernel: Kernel, w: &Q8Matrix, xs: &[QuantizedVector]) -> Kernel {
+    for x in xs {
+        assert!(
+            x.values.len() == w.cols.next_multiple_of(CHUNK)
+                && x.scales.len() * w.group_size == w.cols,
+            "the activations were quantized for another matrix"
+        );
+    }
+    if kernel.handles(w) {
         kernel
     } else {
         Kernel::Plain
-    };
-    parallel::for_each_row_block(out, w.cols, |first_row, block| {
-        kernel.rows(block, w, first_row, x);
-    });
+    }
+}
+
+/// `out = X Wᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`, and
+/// each row of `out` is bit for bit what [`matmul`] gives for that row of `xs`.
+///
+/// On the aligned path the batch is quantized into `quantized` (grown to `m` vectors), each
+/// block of weight rows is read from memory once for the whole batch, and `out_t` (at least
+/// `m * rows` values) holds the result transposed before it is copied into place. Straddling
+/// groups take [`matmul`]'s path one row of `xs` at a time.
+pub fn matmul_batch(
+    out: &mut [f32],
+    w: &Q8Matrix,
+    xs: &[f32],
+    quantized: &mut Vec<QuantizedVector>,
+    out_t: &mut [f32],
+) {
+    let m = xs.len() / w.cols;
+    debug_assert_eq!(out.len(), m * w.rows);
+    if !w.rows_aligned_to_groups() {
+        let mut scratch = QuantizedVector::default();
+        for (o, x) in out.chunks_exact_mut(w.rows).zip(xs.chunks_exact(w.cols)) {
+            matmul(o, w, x, &mut scratch);
+        }
+        return;
+    }
+    if quantized.len() < m {
+        quantized.resize_with(m, QuantizedVector::default);
+    }
+    let quantized = &mut quantized[..m];
+    for (q, x) in quantized.iter_mut().zip(xs.chunks_exact(w.cols)) {
+        q.quantize(x, w.group_size);
+    }
+    let out_t = &mut out_t[..m * w.rows];
+    matmul_quantized_batch(Kernel::best(), out_t, w, quantized);
+    kernels::transpose(out, out_t, w.rows, m);
 }

@@ -3,10 +3,13 @@
 
 use super::{Q8Matrix, QuantizedVector};
 
-/// `out[i]` = row `first_row + i` of `w` times the quantized vector, for every `i`.
-pub fn rows_aligned(out: &mut [f32], w: &Q8Matrix, first_row: usize, x: &QuantizedVector) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_aligned(w, first_row + i, x);
+/// `out[i * m + t]` = row `first_row + i` of `w` times the quantized vector `xs[t]`, for each of
+/// the `m = xs.len()` vectors and every row `i < out.len() / m`.
+pub fn rows_aligned(out: &mut [f32], w: &Q8Matrix, first_row: usize, xs: &[QuantizedVector]) {
+    for (i, row) in out.chunks_exact_mut(xs.len()).enumerate() {
+        for (o, x) in row.iter_mut().zip(xs) {
+            *o = dot_aligned(w, first_row + i, x);
+        }
     }
 }
 

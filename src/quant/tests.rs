@@ -75,7 +75,7 @@ fn random_activations(rng: &mut Rng, n: usize, group_size: usize) -> Vec<f32> {
 
 fn plain_result(w: &Q8Matrix, x: &QuantizedVector) -> Vec<f32> {
     let mut out = vec![0.0; w.rows];
-    plain::rows_aligned(&mut out, w, 0, x);
+    plain::rows_aligned(&mut out, w, 0, std::slice::from_ref(x));
     out
 }
 
@@ -113,7 +113,7 @@ fn every_kernel_matches_plain_bit_for_bit() {
                 for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
                     assert!(kernel.handles(&w.view()));
                     let mut out = vec![f32::NAN; rows];
-                    kernel.rows(&mut out, &w.view(), 0, &x);
+                    kernel.rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
                     let what = format!("{kernel:?} rows {rows} cols {cols} group {gs}");
                     assert_same_bits(&out, &expected, &what);
                 }
@@ -152,7 +152,7 @@ fn extreme_bytes_cannot_overflow_or_saturate() {
             );
             for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
                 let mut out = vec![0.0; rows];
-                kernel.rows(&mut out, &w.view(), 0, &x);
+                kernel.rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
                 assert_same_bits(&out, &expected, &format!("{kernel:?} weight {weight}"));
             }
         }
@@ -180,6 +180,44 @@ fn matmul_over_threads_matches_plain_rows() {
             let mut out = vec![0.0; rows];
             matmul_quantized(kernel, &mut out, &w.view(), &x);
             assert_same_bits(&out, &expected, &format!("{kernel:?}"));
+        }
+    }
+}
+
+#[test]
+fn batches_give_each_vector_what_it_gets_alone() {
+    let mut rng = Rng(0xba7c4);
+    for &(rows, cols, gs) in &[(40, 768, 64), (17, 96, 48), (300, 64, 8), (9, 172, 4)] {
+        let w = OwnedQ8::random(&mut rng, rows, cols, gs);
+        for m in [1, 2, 3, 17] {
+            let floats: Vec<f32> = (0..m)
+                .flat_map(|_| random_activations(&mut rng, cols, gs))
+                .collect();
+            let xs: Vec<QuantizedVector> = floats
+                .chunks_exact(cols)
+                .map(|x| {
+                    let mut q = QuantizedVector::default();
+                    q.quantize(x, gs);
+                    q
+                })
+                .collect();
+            let alone: Vec<Vec<f32>> = xs.iter().map(|x| plain_result(&w.view(), x)).collect();
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+                let what = format!("{kernel:?} rows {rows} cols {cols} group {gs} batch {m}");
+                let mut out_t = vec![f32::NAN; rows * m];
+                matmul_quantized_batch(kernel, &mut out_t, &w.view(), &xs);
+                for (t, expected) in alone.iter().enumerate() {
+                    let column: Vec<f32> = (0..rows).map(|i| out_t[i * m + t]).collect();
+                    assert_same_bits(&column, expected, &what);
+                }
+            }
+            // The whole path: quantizing the batch, and putting the result in place.
+            let mut out = vec![f32::NAN; m * rows];
+            let mut scratch = vec![0.0; m * rows];
+            matmul_batch(&mut out, &w.view(), &floats, &mut Vec::new(), &mut scratch);
+            for (row, expected) in out.chunks_exact(rows).zip(&alone) {
+                assert_same_bits(row, expected, &format!("matmul_batch batch {m}"));
+            }
         }
     }
 }

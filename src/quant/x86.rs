@@ -45,6 +45,7 @@ pub fn has_avx2() -> bool {
 }
 
 /// Where a block of rows is in the matrix, and how to read the scales of its groups.
+#[derive(Clone, Copy)]
 struct Block<'a> {
     /// The block's rows, `rows * cols` values.
     values: &'a [i8],
@@ -52,6 +53,9 @@ struct Block<'a> {
     scales: &'a [f32],
     cols: usize,
     group_size: usize,
+    /// Whether reading the block also asks for the next one. Only the first of a batch of
+    /// vectors reads the block from memory: the others find it in the cache.
+    prefetch: bool,
 }
 
 impl<'a> Block<'a> {
@@ -62,12 +66,16 @@ impl<'a> Block<'a> {
             scales: &w.scales[first_row * groups_per_row..(first_row + rows) * groups_per_row],
             cols: w.cols,
             group_size: w.group_size,
+            prefetch: true,
         }
     }
 
     /// Ask for cache line `line` of the next block's weights (the rows after this block's; past
     /// the matrix, the request is for whatever lies there, or nothing) to be brought in.
     fn prefetch_next(&self, line: usize) {
+        if !self.prefetch {
+            return;
+        }
         let ahead = self
             .values
             .as_ptr()
@@ -77,6 +85,9 @@ impl<'a> Block<'a> {
 
     /// Ask for the scales of the next block (of as many rows as this one).
     fn prefetch_next_scales(&self) {
+        if !self.prefetch {
+            return;
+        }
         let next = self.scales.as_ptr().wrapping_add(self.scales.len());
         for line in (0..self.scales.len()).step_by(CACHE_LINE / 4) {
             prefetch(next.wrapping_add(line));
@@ -111,28 +122,50 @@ const CACHE_LINE: usize = 64;
 /// Rows of a block on the AVX-512 path: one per `i32` lane of a 512-bit vector.
 const ROWS_512: usize = 16;
 
-/// `out[i]` = row `first_row + i` of `w` times `x`, 16 rows at a time, the leftover rows plainly.
+/// `out[i * m + t]` = row `first_row + i` of `w` times `xs[t]`, for each of the `m = xs.len()`
+/// vectors and each row `i < out.len() / m`: 16 rows at a time, each block read from memory once
+/// for all the vectors, the leftover rows plainly.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VNNI ([`has_avx512_vnni`]). `w`'s rows must be aligned
-/// to groups that are a multiple of 4 values, and `x` quantized in the same groups.
+/// to groups that are a multiple of 4 values, and `xs` quantized in the same groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn rows_avx512_vnni(
     out: &mut [f32],
     w: &Q8Matrix,
     first_row: usize,
-    x: &QuantizedVector,
+    xs: &[QuantizedVector],
 ) {
-    prefetch_first_block(w, first_row, out.len().min(ROWS_512));
-    let mut blocks = out.chunks_exact_mut(ROWS_512);
-    let mut row = first_row;
-    for block in &mut blocks {
-        let sums = block_avx512(&Block::new(w, row, ROWS_512), x);
-        // SAFETY: `block` holds exactly 16 floats.
-        unsafe { _mm512_storeu_ps(block.as_mut_ptr(), sums) };
-        row += ROWS_512;
+    let m = xs.len();
+    let rows = out.len() / m;
+    prefetch_first_block(w, first_row, rows.min(ROWS_512));
+    let full = rows - rows % ROWS_512;
+    for i in (0..full).step_by(ROWS_512) {
+        let block = Block::new(w, first_row + i, ROWS_512);
+        for (t, x) in xs.iter().enumerate() {
+            let block = Block {
+                prefetch: t == 0,
+                ..block
+            };
+            let mut sums = [0.0f32; ROWS_512];
+            // SAFETY: `sums` holds 16 floats.
+            unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), block_avx512(&block, x)) };
+            store_block(out, i, m, t, &sums);
+        }
     }
-    plain::rows_aligned(blocks.into_remainder(), w, row, x);
+    plain::rows_aligned(&mut out[full * m..], w, first_row + full, xs);
+}
+
+/// Write the sums of one block of rows from row `i` on for vector `t` of `m` into `out`, which
+/// holds `m` values per row.
+fn store_block(out: &mut [f32], i: usize, m: usize, t: usize, sums: &[f32]) {
+    if m == 1 {
+        out[i..i + sums.len()].copy_from_slice(sums);
+    } else {
+        for (r, &sum) in sums.iter().enumerate() {
+            out[(i + r) * m + t] = sum;
+        }
+    }
 }
 
 /// The 16 dot products of a 16-row block with `x`, lane `r` for row `r`.
@@ -362,23 +395,31 @@ const ROWS_256: usize = 8;
 /// Columns per step on the AVX2 path.
 const CHUNK_256: usize = 32;
 
-/// `out[i]` = row `first_row + i` of `w` times `x`, 8 rows at a time, the leftover rows plainly.
+/// [`rows_avx512_vnni`] with AVX2, 8 rows at a time.
 ///
 /// # Safety
 /// The CPU must support AVX2 ([`has_avx2`]). `w`'s rows must be aligned to groups that are a
-/// multiple of 4 values, and `x` quantized in the same groups.
+/// multiple of 4 values, and `xs` quantized in the same groups.
 #[target_feature(enable = "avx2")]
-pub unsafe fn rows_avx2(out: &mut [f32], w: &Q8Matrix, first_row: usize, x: &QuantizedVector) {
-    prefetch_first_block(w, first_row, out.len().min(ROWS_256));
-    let mut blocks = out.chunks_exact_mut(ROWS_256);
-    let mut row = first_row;
-    for block in &mut blocks {
-        let sums = block_avx2(&Block::new(w, row, ROWS_256), x);
-        // SAFETY: `block` holds exactly 8 floats.
-        unsafe { _mm256_storeu_ps(block.as_mut_ptr(), sums) };
-        row += ROWS_256;
+pub unsafe fn rows_avx2(out: &mut [f32], w: &Q8Matrix, first_row: usize, xs: &[QuantizedVector]) {
+    let m = xs.len();
+    let rows = out.len() / m;
+    prefetch_first_block(w, first_row, rows.min(ROWS_256));
+    let full = rows - rows % ROWS_256;
+    for i in (0..full).step_by(ROWS_256) {
+        let block = Block::new(w, first_row + i, ROWS_256);
+        for (t, x) in xs.iter().enumerate() {
+            let block = Block {
+                prefetch: t == 0,
+                ..block
+            };
+            let mut sums = [0.0f32; ROWS_256];
+            // SAFETY: `sums` holds 8 floats.
+            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), block_avx2(&block, x)) };
+            store_block(out, i, m, t, &sums);
+        }
     }
-    plain::rows_aligned(blocks.into_remainder(), w, row, x);
+    plain::rows_aligned(&mut out[full * m..], w, first_row + full, xs);
 }
 
 /// The 8 dot products of an 8-row block with `x`, lane `r` for row `r`: each chunk's quads are
