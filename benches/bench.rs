@@ -1,16 +1,18 @@
-//! `make bench`: how fast llama2-rs runs llama2.c float checkpoints on this machine.
+//! `make bench`: how fast llama2-rs runs llama2.c checkpoints (float and int8) on this machine.
 //!
 //! On first use it writes checkpoints with random weights in the shapes of the TinyStories
 //! models (stories15M, stories42M, stories110M) into `target/bench-models/`, so nothing needs
-//! downloading; the bundled stories260K is used as it is. Then it prints one table with a row
-//! per model:
+//! downloading, and quantizes each to int8 (version 2, the largest row-aligned group size up
+//! to 64, as `llama2 quantize` does); the bundled stories260K is used as it is. Then it prints
+//! one table with a row per model:
 //!
 //! * **decode**: tokens per second of the `llama2` binary at `-t 0 -n 256` with a short prompt,
 //!   as it reports it (`achieved tok/s`). Random weights are fine at temperature 0: every run
 //!   computes the same tokens, and the speed does not depend on what they are.
 //! * **llama2.c**: the same command with llama2.c's `run`, if `LLAMA2C_RUN` names one (build it
 //!   with `make runomp` in a llama2.c checkout), with as many OpenMP threads as we use and with
-//!   one. The runs alternate with ours; each decode figure is the best of `BENCH_REPEATS` (3).
+//!   one; for the int8 rows, its `runq`, named by `LLAMA2C_RUNQ`. The programs take turns, each
+//!   round in another order, and each decode figure is the median of `BENCH_REPEATS` (5) runs.
 //! * **prefill**: a prompt of up to 300 tokens (the context, if shorter) through
 //!   `Model::forward_batch`, and the same tokens one at a time through `Model::forward`.
 //! * **TTFT**: time to first token, from opening the model to sampling after that prompt.
@@ -18,7 +20,7 @@
 //!   above (Linux only).
 //! * **bandwidth**: bytes of weights decoding reads per token times decode tok/s, beside the read
 //!   bandwidth of this machine, measured by a parallel sum over a buffer far larger than the
-//!   caches right before each decode run (the best of the model's runs, like the speeds).
+//!   caches after each round of decode runs (the median, like the speeds).
 //!
 //! Prefill, TTFT and memory are measured in a child process (this program run again with
 //! `--measure`), so that its peak memory is its own. `RAYON_NUM_THREADS` sets the thread count
@@ -34,12 +36,20 @@ use llama2::convert::{self, FloatTensors};
 use llama2::kernels::simd::Isa;
 use llama2::{Config, Format, Logits, Model, Sampler, Tokenizer};
 
-/// A model to measure: a name, the file, its tokenizer, and the shape to generate if synthetic.
+/// A model to measure: a name, the file, its tokenizer, and how to make it if synthetic.
 struct Bench {
     name: &'static str,
     path: PathBuf,
     tokenizer: PathBuf,
-    synthetic: Option<Config>,
+    synthetic: Option<Synthetic>,
+}
+
+/// How a synthetic model is made: random float weights of a shape, optionally quantized.
+#[derive(Clone)]
+struct Synthetic {
+    config: Config,
+    /// For an int8 model, the float model it is quantized from.
+    quantized_from: Option<PathBuf>,
 }
 
 /// The prompt of the decode runs (both programs).
@@ -65,20 +75,32 @@ fn main() {
         return;
     }
     let threads = thread_count();
-    let repeats = env_number("BENCH_REPEATS", 3);
-    let llama2c = std::env::var_os("LLAMA2C_RUN").map(PathBuf::from);
+    let repeats = env_number("BENCH_REPEATS", 5);
+    let run = std::env::var_os("LLAMA2C_RUN").map(PathBuf::from);
+    let runq = std::env::var_os("LLAMA2C_RUNQ").map(PathBuf::from);
     let benches = selected_benches();
     for bench in &benches {
-        if let Some(config) = bench.synthetic {
-            ensure_synthetic(&bench.path, config);
+        if let Some(synthetic) = &bench.synthetic {
+            ensure_synthetic(&bench.path, synthetic);
         }
     }
 
+    let bandwidth_buffer = BandwidthBuffer::new();
     let mut rows = Vec::new();
     for bench in &benches {
         eprintln!("measuring {} ...", bench.name);
-        rows.push(measure(bench, threads, repeats, llama2c.as_deref()));
+        let int8 = bench
+            .synthetic
+            .as_ref()
+            .is_some_and(|s| s.quantized_from.is_some());
+        let llama2c = if int8 {
+            runq.as_deref()
+        } else {
+            run.as_deref()
+        };
+        rows.push(measure(bench, threads, repeats, llama2c, &bandwidth_buffer));
     }
+    let llama2c = run.is_some() || runq.is_some();
     println!(
         "{threads} threads, {:?} kernels; read bandwidth: {threads} threads summing {} MiB, \
          measured before each decode run.",
@@ -86,7 +108,7 @@ fn main() {
         BANDWIDTH_BYTES >> 20,
     );
     println!();
-    print_table(&rows, threads, llama2c.is_some());
+    print_table(&rows, threads, llama2c);
 }
 
 /// Measurements of one model.
@@ -103,13 +125,20 @@ struct Row {
     peak_rss_mb: Option<f64>,
     /// Bytes of weights one decoding step reads.
     weight_bytes: f64,
-    /// The machine's read bandwidth, best of the measurements before this model's decode runs.
+    /// The machine's read bandwidth, the median of the measurements between the decode runs.
     bandwidth: f64,
 }
 
-/// Measure one model. On a shared machine the bandwidth varies, so it is measured right before
-/// each decode run, and decode speeds and bandwidth are each the best of the same runs.
-fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>) -> Row {
+/// Measure one model. On a shared machine speeds vary from minute to minute, so the decode runs
+/// of the programs alternate, the bandwidth is measured after each round of them, and every
+/// figure is the median of its `repeats` measurements.
+fn measure(
+    bench: &Bench,
+    threads: usize,
+    repeats: usize,
+    llama2c: Option<&Path>,
+    bandwidth_buffer: &BandwidthBuffer,
+) -> Row {
     let model = Model::open(&bench.path).expect("the benchmark model loads");
     let config = *model.config();
     let steps = DECODE_STEPS.min(config.seq_len).to_string();
@@ -120,22 +149,31 @@ fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>
         command
     };
 
-    let (mut decode, mut bandwidth) = (0.0f64, 0.0f64);
-    let (mut with_threads, mut single) = (None, None);
-    for _ in 0..repeats {
-        bandwidth = bandwidth.max(read_bandwidth(threads));
-        let mut ours = decode_args(Path::new(env!("CARGO_BIN_EXE_llama2")));
-        ours.args(["--threads", &threads.to_string()]);
-        decode = decode.max(achieved_tok_s(ours));
-        if let Some(run) = llama2c {
-            for (threads, best) in [(threads, &mut with_threads), (1, &mut single)] {
-                let mut theirs = decode_args(run);
-                theirs.env("OMP_NUM_THREADS", threads.to_string());
-                let speed = achieved_tok_s(theirs);
-                *best = Some(best.map_or(speed, |b: f64| b.max(speed)));
-            }
+    // The decode commands: ours, then llama2.c's with our thread count and with one.
+    let mut commands = Vec::new();
+    let mut ours = decode_args(Path::new(env!("CARGO_BIN_EXE_llama2")));
+    ours.args(["--threads", &threads.to_string()]);
+    commands.push(ours);
+    if let Some(run) = llama2c {
+        for n in [threads, 1] {
+            let mut theirs = decode_args(run);
+            theirs.env("OMP_NUM_THREADS", n.to_string());
+            commands.push(theirs);
         }
     }
+    let mut speeds = vec![Vec::new(); commands.len()];
+    let mut bandwidths = Vec::new();
+    for repeat in 0..repeats {
+        // The programs take turns going first, so that none always runs right after another.
+        for k in 0..commands.len() {
+            let i = (k + repeat) % commands.len();
+            speeds[i].push(achieved_tok_s(&mut commands[i]));
+        }
+        bandwidths.push(bandwidth_buffer.read_bandwidth(threads));
+    }
+    let (decode, bandwidth) = (median(&speeds[0]), median(&bandwidths));
+    let with_threads = speeds.get(1).map(|s| median(s));
+    let single = speeds.get(2).map(|s| median(s));
 
     let prompt = PREFILL_TOKENS.min(config.seq_len);
     let child = Command::new(std::env::current_exe().expect("own path"))
@@ -170,13 +208,24 @@ fn measure(bench: &Bench, threads: usize, repeats: usize, llama2c: Option<&Path>
         one_by_one: field("one_by_one").unwrap_or(0.0),
         ttft_ms: field("ttft_ms").unwrap_or(0.0),
         peak_rss_mb: field("peak_rss_kb").map(|kb| kb * 1024.0 / 1e6),
-        weight_bytes: weight_bytes_per_token(&config) as f64,
+        weight_bytes: weight_bytes_per_token(&config, model.format()) as f64,
         bandwidth,
     }
 }
 
+/// The middle value of `values` (the mean of the two middle ones for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0
+}
+
 /// Run a decode command and read the `achieved tok/s: X` it prints on stderr.
-fn achieved_tok_s(mut command: Command) -> f64 {
+fn achieved_tok_s(command: &mut Command) -> f64 {
     let output = command.output().expect("the decode command runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{command:?} failed: {stderr}");
@@ -256,33 +305,51 @@ fn peak_rss_kb() -> Option<u64> {
 }
 
 /// Bytes of weights one decoding step reads: every matrix, the norms, the classifier, and one
-/// row of the embedding table.
-fn weight_bytes_per_token(c: &Config) -> usize {
+/// row of the embedding table (int8 matrices: one byte per value and a float per group).
+fn weight_bytes_per_token(c: &Config, format: Format) -> usize {
     let (dim, hidden, kv_dim) = (c.dim, c.hidden_dim, c.kv_dim());
-    let per_layer = 2 * dim * dim + 2 * dim * kv_dim + 3 * dim * hidden + 2 * dim;
-    4 * (c.n_layers * per_layer + dim + c.vocab_size * dim + dim)
+    let matrix_values = c.n_layers * (2 * dim * dim + 2 * dim * kv_dim + 3 * dim * hidden)
+        + c.vocab_size * dim
+        + dim;
+    let norms = c.n_layers * 2 * dim + dim;
+    let matrix_bytes = match format {
+        Format::Int8V2 { group_size } => matrix_values + 4 * matrix_values / group_size,
+        _ => 4 * matrix_values,
+    };
+    matrix_bytes + 4 * norms
 }
 
-/// Read bandwidth of this machine: `threads` threads sum disjoint parts of a large buffer; the
-/// best of three passes, in GB/s.
-fn read_bandwidth(threads: usize) -> f64 {
-    let buffer = vec![1.0f32; BANDWIDTH_BYTES / 4];
-    let part = buffer.len().div_ceil(threads);
-    let mut best = 0.0f64;
-    for _ in 0..3 {
-        let start = Instant::now();
-        let total: f32 = std::thread::scope(|scope| {
-            let workers: Vec<_> = buffer
-                .chunks(part)
-                .map(|chunk| scope.spawn(move || sum(chunk)))
-                .collect();
-            workers.into_iter().map(|w| w.join().expect("sum")).sum()
-        });
-        let seconds = start.elapsed().as_secs_f64();
-        assert!(total > 0.0);
-        best = best.max(BANDWIDTH_BYTES as f64 / seconds / 1e9);
+/// The buffer the read bandwidth is measured on, allocated (and touched) once: a fresh
+/// gigabyte before every measurement would leave the kernel reclaiming memory during the runs
+/// that follow.
+struct BandwidthBuffer(Vec<f32>);
+
+impl BandwidthBuffer {
+    fn new() -> BandwidthBuffer {
+        BandwidthBuffer(vec![1.0f32; BANDWIDTH_BYTES / 4])
     }
-    best
+
+    /// Read bandwidth of this machine: `threads` threads sum disjoint parts of the buffer; the
+    /// best of three passes, in GB/s.
+    fn read_bandwidth(&self, threads: usize) -> f64 {
+        let part = self.0.len().div_ceil(threads);
+        let mut best = 0.0f64;
+        for _ in 0..3 {
+            let start = Instant::now();
+            let total: f32 = std::thread::scope(|scope| {
+                let workers: Vec<_> = self
+                    .0
+                    .chunks(part)
+                    .map(|chunk| scope.spawn(move || sum(chunk)))
+                    .collect();
+                workers.into_iter().map(|w| w.join().expect("sum")).sum()
+            });
+            let seconds = start.elapsed().as_secs_f64();
+            assert!(total > 0.0);
+            best = best.max(BANDWIDTH_BYTES as f64 / seconds / 1e9);
+        }
+        best
+    }
 }
 
 /// Sum with 64 independent running sums, so the adds keep up with memory.
@@ -351,6 +418,42 @@ fn selected_benches() -> Vec<Bench> {
         seq_len,
         shared_classifier: true,
     };
+    let float = |name, file: &str, config| Bench {
+        name,
+        path: dir.join(file),
+        tokenizer: llama_tokenizer.clone(),
+        synthetic: Some(Synthetic {
+            config,
+            quantized_from: None,
+        }),
+    };
+    let int8 = |name, file: &str, float: &Bench| Bench {
+        name,
+        path: dir.join(file),
+        tokenizer: llama_tokenizer.clone(),
+        synthetic: Some(Synthetic {
+            config: float.synthetic.as_ref().expect("synthetic").config,
+            quantized_from: Some(float.path.clone()),
+        }),
+    };
+    let s15 = float(
+        "stories15M",
+        "stories15M-random.bin",
+        stories(288, 768, 6, 6, 256),
+    );
+    let s42 = float(
+        "stories42M",
+        "stories42M-random.bin",
+        stories(512, 1376, 8, 8, 1024),
+    );
+    let s110 = float(
+        "stories110M",
+        "stories110M-random.bin",
+        stories(768, 2048, 12, 12, 1024),
+    );
+    let q15 = int8("stories15M int8", "stories15M-random-q80.bin", &s15);
+    let q42 = int8("stories42M int8", "stories42M-random-q80.bin", &s42);
+    let q110 = int8("stories110M int8", "stories110M-random-q80.bin", &s110);
     let all = vec![
         Bench {
             name: "stories260K",
@@ -358,24 +461,12 @@ fn selected_benches() -> Vec<Bench> {
             tokenizer: root.join("tests/models/tok512.bin"),
             synthetic: None,
         },
-        Bench {
-            name: "stories15M",
-            path: dir.join("stories15M-random.bin"),
-            tokenizer: llama_tokenizer.clone(),
-            synthetic: Some(stories(288, 768, 6, 6, 256)),
-        },
-        Bench {
-            name: "stories42M",
-            path: dir.join("stories42M-random.bin"),
-            tokenizer: llama_tokenizer.clone(),
-            synthetic: Some(stories(512, 1376, 8, 8, 1024)),
-        },
-        Bench {
-            name: "stories110M",
-            path: dir.join("stories110M-random.bin"),
-            tokenizer: llama_tokenizer,
-            synthetic: Some(stories(768, 2048, 12, 12, 1024)),
-        },
+        s15,
+        s42,
+        s110,
+        q15,
+        q42,
+        q110,
     ];
     let Ok(filter) = std::env::var("BENCH_MODELS") else {
         return all;
@@ -386,17 +477,33 @@ fn selected_benches() -> Vec<Bench> {
         .collect()
 }
 
-/// Write a legacy checkpoint with random weights of shape `config` at `path`, unless a valid
-/// one is already there.
-fn ensure_synthetic(path: &Path, config: Config) {
-    if Model::open(path).is_ok_and(|m| *m.config() == config) {
+/// Write the synthetic checkpoint at `path` unless a valid one is already there: random weights
+/// of the shape (legacy format, which llama2.c's `run` reads), or the int8 quantization of
+/// another synthetic model.
+fn ensure_synthetic(path: &Path, synthetic: &Synthetic) {
+    let expected_format = |format: Format| {
+        matches!(format, Format::Int8V2 { .. }) == synthetic.quantized_from.is_some()
+    };
+    if Model::open(path)
+        .is_ok_and(|m| *m.config() == synthetic.config && expected_format(m.format()))
+    {
         return;
     }
     eprintln!("writing {} ...", path.display());
     fs::create_dir_all(path.parent().expect("a folder")).expect("create the model folder");
+    if let Some(float_path) = &synthetic.quantized_from {
+        let float = Synthetic {
+            config: synthetic.config,
+            quantized_from: None,
+        };
+        ensure_synthetic(float_path, &float);
+        let model = Model::open(float_path).expect("the float model loads");
+        convert::quantize_to_file(&model, path, None).expect("quantize the model");
+        return;
+    }
     let partial = path.with_extension("partial");
     let mut out = BufWriter::new(File::create(&partial).expect("create the model file"));
-    let tensors = FloatTensors::random(config, 42);
+    let tensors = FloatTensors::random(synthetic.config, 42);
     convert::write_float(&mut out, &tensors, Format::Legacy).expect("write the model");
     out.flush().expect("write the model");
     fs::rename(&partial, path).expect("rename the model file");
