@@ -136,21 +136,38 @@ pub unsafe fn rows_avx512_vnni(
     first_row: usize,
     xs: &[QuantizedVector],
 ) {
+    rows_in_blocks(out, w, first_row, xs, |block, x| {
+        let mut sums = [0.0f32; ROWS_512];
+        // SAFETY: `sums` holds 16 floats; the caller vouches for the CPU.
+        unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), block_avx512(block, x)) };
+        sums
+    });
+}
+
+/// The loop of both kernels: `out[i * m + t]` = row `first_row + i` of `w` times `xs[t]`, a
+/// block of `ROWS` rows at a time, each block read from memory for the first vector and from
+/// the cache for the others (which do not ask for the next block again); the leftover rows
+/// plainly. `sums_of` gives the sums of one block with one vector.
+#[inline(always)]
+fn rows_in_blocks<const ROWS: usize>(
+    out: &mut [f32],
+    w: &Q8Matrix,
+    first_row: usize,
+    xs: &[QuantizedVector],
+    sums_of: impl Fn(&Block, &QuantizedVector) -> [f32; ROWS],
+) {
     let m = xs.len();
     let rows = out.len() / m;
-    prefetch_first_block(w, first_row, rows.min(ROWS_512));
-    let full = rows - rows % ROWS_512;
-    for i in (0..full).step_by(ROWS_512) {
-        let block = Block::new(w, first_row + i, ROWS_512);
+    prefetch_first_block(w, first_row, rows.min(ROWS));
+    let full = rows - rows % ROWS;
+    for i in (0..full).step_by(ROWS) {
+        let block = Block::new(w, first_row + i, ROWS);
         for (t, x) in xs.iter().enumerate() {
             let block = Block {
                 prefetch: t == 0,
                 ..block
             };
-            let mut sums = [0.0f32; ROWS_512];
-            // SAFETY: `sums` holds 16 floats.
-            unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), block_avx512(&block, x)) };
-            store_block(out, i, m, t, &sums);
+            store_block(out, i, m, t, &sums_of(&block, x));
         }
     }
     plain::rows_aligned(&mut out[full * m..], w, first_row + full, xs);
@@ -402,24 +419,12 @@ const CHUNK_256: usize = 32;
 /// multiple of 4 values, and `xs` quantized in the same groups.
 #[target_feature(enable = "avx2")]
 pub unsafe fn rows_avx2(out: &mut [f32], w: &Q8Matrix, first_row: usize, xs: &[QuantizedVector]) {
-    let m = xs.len();
-    let rows = out.len() / m;
-    prefetch_first_block(w, first_row, rows.min(ROWS_256));
-    let full = rows - rows % ROWS_256;
-    for i in (0..full).step_by(ROWS_256) {
-        let block = Block::new(w, first_row + i, ROWS_256);
-        for (t, x) in xs.iter().enumerate() {
-            let block = Block {
-                prefetch: t == 0,
-                ..block
-            };
-            let mut sums = [0.0f32; ROWS_256];
-            // SAFETY: `sums` holds 8 floats.
-            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), block_avx2(&block, x)) };
-            store_block(out, i, m, t, &sums);
-        }
-    }
-    plain::rows_aligned(&mut out[full * m..], w, first_row + full, xs);
+    rows_in_blocks(out, w, first_row, xs, |block, x| {
+        let mut sums = [0.0f32; ROWS_256];
+        // SAFETY: `sums` holds 8 floats; the caller vouches for the CPU.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), block_avx2(block, x)) };
+        sums
+    });
 }
 
 /// The 8 dot products of an 8-row block with `x`, lane `r` for row `r`: each chunk's quads are
