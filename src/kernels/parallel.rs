@@ -56,11 +56,15 @@ where
         }
         return;
     }
-    // A few blocks per thread evens out uneven progress; blocks of a multiple of 16 rows keep
-    // the SIMD kernels on their wide paths.
-    let block_rows = rows.div_ceil(threads * 4).next_multiple_of(16).max(16);
-    run_blocks(outs, block_rows * width, block_rows, f);
+    run_blocks(outs, BLOCK_ROWS * width, BLOCK_ROWS, f);
 }
+
+/// Rows per block of work. Rayon splits the blocks of a matrix between the threads in halves,
+/// and halves again only when a thread runs out, so each thread reads a long run of adjacent
+/// rows (which the kernels' prefetching follows from block to block) and small blocks keep the
+/// wait for the last one short. 32 rows (two 16-row SIMD blocks) decoded the stories110M shape
+/// 6% faster than splitting each matrix into 4 blocks per thread, and int8 as much.
+const BLOCK_ROWS: usize = 32;
 
 #[cfg(feature = "parallel")]
 fn run_blocks<const N: usize, F>(outs: [&mut [f32]; N], block_len: usize, block_rows: usize, f: F)
