@@ -68,19 +68,15 @@ impl Matrix<'_> {
         x: &[f32],
         xq: &mut QuantizedVector,
     ) {
-        let mut floats: [&[f32]; N] = [&[]; N];
-        for (f, m) in floats.iter_mut().zip(ms) {
-            match m {
-                Matrix::F32 { data, .. } => *f = data,
-                Matrix::Q8(_) => {
-                    for (m, out) in ms.into_iter().zip(outs) {
-                        m.matmul(out, x, xq);
-                    }
-                    return;
-                }
+        if let Some(ws) = all_some(ms.map(Matrix::as_f32)) {
+            kernels::matmul_each(outs, ws, x);
+        } else if let Some(ws) = all_some(ms.map(Matrix::as_q8)) {
+            quant::matmul_each(outs, ws, x, xq);
+        } else {
+            for (m, out) in ms.into_iter().zip(outs) {
+                m.matmul(out, x, xq);
             }
         }
-        kernels::matmul_each(outs, floats, x);
     }
 
     /// `out = X selfᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`,
@@ -104,6 +100,43 @@ impl Matrix<'_> {
         }
     }
 
+    /// `outs[i] = X ms[i]ᵀ` for several matrices that read the same batch, each as
+    /// [`Matrix::matmul_batch`] would compute it; the batch is transposed (or quantized) once.
+    pub(crate) fn matmul_batch_each<const N: usize>(
+        ms: [&Matrix; N],
+        outs: [&mut [f32]; N],
+        xs: &[f32],
+        transposed: &mut [f32],
+        quantized: &mut Vec<QuantizedVector>,
+    ) {
+        let cols = ms.first().map_or(0, |m| m.cols());
+        if let Some(ws) = all_some(ms.map(Matrix::as_f32)) {
+            kernels::matmul_batch_each(outs, ws, xs, cols, transposed);
+        } else if let Some(ws) = all_some(ms.map(Matrix::as_q8)) {
+            quant::matmul_batch_each(outs, ws, xs, quantized, transposed);
+        } else {
+            for (m, out) in ms.into_iter().zip(outs) {
+                m.matmul_batch(out, xs, transposed, quantized);
+            }
+        }
+    }
+
+    /// The values of a float matrix.
+    fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            Matrix::F32 { data, .. } => Some(data),
+            Matrix::Q8(_) => None,
+        }
+    }
+
+    /// The int8 matrix, if it is one.
+    fn as_q8(&self) -> Option<&Q8Matrix<'_>> {
+        match self {
+            Matrix::Q8(m) => Some(m),
+            Matrix::F32 { .. } => None,
+        }
+    }
+
     /// Copy (or dequantize) row `row` into `out` (`cols` values; `row` below `rows`).
     pub(crate) fn row_into(&self, row: usize, out: &mut [f32]) {
         match self {
@@ -113,6 +146,13 @@ impl Matrix<'_> {
             Matrix::Q8(m) => m.dequantize_row(row, out),
         }
     }
+}
+
+/// Every item, if none is `None`.
+fn all_some<T: Copy, const N: usize>(items: [Option<T>; N]) -> Option<[T; N]> {
+    let first = items.first().copied().flatten()?;
+    let all = items.iter().all(Option::is_some);
+    all.then(|| items.map(|item| item.unwrap_or(first)))
 }
 
 /// The weights of one transformer block.
@@ -549,9 +589,17 @@ impl Model {
             for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 kernels::rms_norm(out, row, w.attn_norm);
             }
-            w.wq.matmul_batch(q, xb, transposed, quantized);
-            w.wk.matmul_batch(&mut keys[batch_kv.clone()], xb, transposed, quantized);
-            w.wv.matmul_batch(&mut values[batch_kv.clone()], xb, transposed, quantized);
+            Matrix::matmul_batch_each(
+                [&w.wq, &w.wk, &w.wv],
+                [
+                    q,
+                    &mut keys[batch_kv.clone()],
+                    &mut values[batch_kv.clone()],
+                ],
+                xb,
+                transposed,
+                quantized,
+            );
             for ((q_row, k_row), table) in q
                 .chunks_exact_mut(dim)
                 .zip(keys[batch_kv].chunks_exact_mut(kv_dim))
@@ -574,8 +622,7 @@ impl Model {
             for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
                 kernels::rms_norm(out, row, w.ffn_norm);
             }
-            w.w1.matmul_batch(hb, xb, transposed, quantized);
-            w.w3.matmul_batch(hb2, xb, transposed, quantized);
+            Matrix::matmul_batch_each([&w.w1, &w.w3], [hb, hb2], xb, transposed, quantized);
             kernels::swiglu(hb, hb2);
             w.w2.matmul_batch(xb, hb, transposed, quantized);
             kernels::add_in_place(x, xb);

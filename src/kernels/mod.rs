@@ -149,20 +149,37 @@ pub fn matmul_each<const N: usize>(outs: [&mut [f32]; N], ws: [&[f32]; N], x: &[
 /// lane holds one token, and threads write whole weight rows (columns of `out`) into it before
 /// they are copied into place.
 pub fn matmul_batch(out: &mut [f32], w: &[f32], xs: &[f32], cols: usize, scratch: &mut [f32]) {
-    let (rows, m) = (w.len() / cols, xs.len() / cols);
-    debug_assert_eq!(out.len(), m * rows);
+    matmul_batch_each([out], [w], xs, cols, scratch);
+}
+
+/// [`matmul_batch`] for several matrices that read the same batch, `outs[i] = X ws[i]ᵀ`: the
+/// batch is transposed once for all of them. `scratch` must hold [`matmul_batch_scratch`]
+/// values for the widest of them.
+pub fn matmul_batch_each<const N: usize>(
+    outs: [&mut [f32]; N],
+    ws: [&[f32]; N],
+    xs: &[f32],
+    cols: usize,
+    scratch: &mut [f32],
+) {
+    let m = xs.len() / cols;
     if m == 0 {
         return;
     }
     let (xs_t, out_t) = scratch.split_at_mut(cols * m.next_multiple_of(simd::TOKEN_BLOCK));
     simd::transpose_tokens(xs_t, xs, m, cols);
-    let (xs_t, out_t) = (&*xs_t, &mut out_t[..m * rows]);
-    parallel::for_each_row_group(out_t, m, m * cols, |first_row, block| {
-        let block_rows = block.len() / m;
-        let w_rows = &w[first_row * cols..(first_row + block_rows) * cols];
-        simd::matmul_t(block, w_rows, xs_t, m, cols);
-    });
-    transpose(out, out_t, rows, m);
+    let xs_t = &*xs_t;
+    for (out, w) in outs.into_iter().zip(ws) {
+        let rows = w.len() / cols;
+        debug_assert_eq!(out.len(), m * rows);
+        let out_t = &mut out_t[..m * rows];
+        parallel::for_each_row_group(out_t, m, m * cols, |first_row, block| {
+            let block_rows = block.len() / m;
+            let w_rows = &w[first_row * cols..(first_row + block_rows) * cols];
+            simd::matmul_t(block, w_rows, xs_t, m, cols);
+        });
+        transpose(out, out_t, rows, m);
+    }
 }
 
 /// Write the `(rows, cols)` matrix `input` transposed into `out`, `(cols, rows)`: `out[c * rows +

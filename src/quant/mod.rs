@@ -242,6 +242,34 @@ pub fn matmul(out: &mut [f32], w: &Q8Matrix, x: &[f32], scratch: &mut QuantizedV
     }
 }
 
+/// [`matmul`] for several matrices that read the same `x`, `outs[i] = ws[i] x`, in one parallel
+/// pass, with `x` quantized once when the matrices share their groups.
+pub fn matmul_each<const N: usize>(
+    outs: [&mut [f32]; N],
+    ws: [&Q8Matrix; N],
+    x: &[f32],
+    scratch: &mut QuantizedVector,
+) {
+    let Some(group_size) = ws.first().map(|w| w.group_size) else {
+        return;
+    };
+    let shared = ws
+        .iter()
+        .all(|w| w.rows_aligned_to_groups() && w.group_size == group_size);
+    if !shared {
+        for (out, w) in outs.into_iter().zip(ws) {
+            matmul(out, w, x, scratch);
+        }
+        return;
+    }
+    scratch.quantize(x, group_size);
+    let xs = std::slice::from_ref(&*scratch);
+    let kernels = ws.map(|w| kernel_for(Kernel::best(), w, xs));
+    parallel::for_each_row_block_of_each(outs, x.len(), |i, first_row, block| {
+        kernels[i].rows(block, ws[i], first_row, xs);
+    });
+}
+
 /// `out = W x` for a matrix whose rows are aligned to its groups and an `x` already quantized
 /// in the same groups, using `kernel` (or [`Kernel::Plain`] where `kernel` cannot run `w`).
 ///
@@ -312,23 +340,40 @@ pub fn matmul_batch(
     quantized: &mut Vec<QuantizedVector>,
     out_t: &mut [f32],
 ) {
-    let m = xs.len() / w.cols;
-    debug_assert_eq!(out.len(), m * w.rows);
-    if !w.rows_aligned_to_groups() {
-        let mut scratch = QuantizedVector::default();
-        for (o, x) in out.chunks_exact_mut(w.rows).zip(xs.chunks_exact(w.cols)) {
-            matmul(o, w, x, &mut scratch);
+    matmul_batch_each([out], [w], xs, quantized, out_t);
+}
+
+/// [`matmul_batch`] for several matrices that read the same batch, `outs[i] = X ws[i]ᵀ`: the
+/// batch is quantized once for all of them when they share a group size.
+pub fn matmul_batch_each<const N: usize>(
+    outs: [&mut [f32]; N],
+    ws: [&Q8Matrix; N],
+    xs: &[f32],
+    quantized: &mut Vec<QuantizedVector>,
+    out_t: &mut [f32],
+) {
+    let mut quantized_for = None;
+    for (out, w) in outs.into_iter().zip(ws) {
+        let m = xs.len() / w.cols;
+        debug_assert_eq!(out.len(), m * w.rows);
+        if !w.rows_aligned_to_groups() {
+            let mut scratch = QuantizedVector::default();
+            for (o, x) in out.chunks_exact_mut(w.rows).zip(xs.chunks_exact(w.cols)) {
+                matmul(o, w, x, &mut scratch);
+            }
+            continue;
         }
-        return;
+        if quantized_for != Some(w.group_size) {
+            if quantized.len() < m {
+                quantized.resize_with(m, QuantizedVector::default);
+            }
+            for (q, x) in quantized.iter_mut().zip(xs.chunks_exact(w.cols)) {
+                q.quantize(x, w.group_size);
+            }
+            quantized_for = Some(w.group_size);
+        }
+        let out_t = &mut out_t[..m * w.rows];
+        matmul_quantized_batch(Kernel::best(), out_t, w, &quantized[..m]);
+        kernels::transpose(out, out_t, w.rows, m);
     }
-    if quantized.len() < m {
-        quantized.resize_with(m, QuantizedVector::default);
-    }
-    let quantized = &mut quantized[..m];
-    for (q, x) in quantized.iter_mut().zip(xs.chunks_exact(w.cols)) {
-        q.quantize(x, w.group_size);
-    }
-    let out_t = &mut out_t[..m * w.rows];
-    matmul_quantized_batch(Kernel::best(), out_t, w, quantized);
-    kernels::transpose(out, out_t, w.rows, m);
 }
