@@ -57,6 +57,7 @@ pub mod kernels;
 pub mod model;
 #[doc(hidden)]
 pub mod quant;
+pub mod reference;
 pub mod sampler;
 pub(crate) mod storage;
 pub mod text;
