@@ -11,6 +11,20 @@
 //!    values of the positions before it, and returns the logits (and, for pictures, every
 //!    head's attention weights).
 //!
+//! ```
+//! use llama2::reference::{forward, parse, KvCache};
+//!
+//! # fn main() -> llama2::Result<()> {
+//! let bytes = std::fs::read("tests/models/stories260K.bin").unwrap();
+//! let weights = parse(&bytes)?;
+//! let mut cache = KvCache::new(&weights.config);
+//! let out = forward(&weights, &mut cache, 1, 0)?; // BOS at position 0
+//! assert_eq!(out.logits.len(), weights.config.vocab_size);
+//! assert_eq!(out.attention[0][0], [1.0]); // the first position sees only itself
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## How it maps to the paper
 //!
 //! Llama 2 (Touvron et al., 2023) is the decoder-only Transformer of *Attention Is All You
