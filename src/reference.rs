@@ -360,8 +360,8 @@ impl<'a> Reader<'a> {
             .at
             .checked_add(n)
             .filter(|&end| end <= self.bytes.len());
-        let end =
-            end.ok_or_else(|| bad(alloc::format!("file ends before byte {}", self.at + n)))?;
+        let wanted = self.at.saturating_add(n);
+        let end = end.ok_or_else(|| bad(alloc::format!("file ends before byte {wanted}")))?;
         let taken = &self.bytes[self.at..end];
         self.at = end;
         Ok(taken)
@@ -662,24 +662,30 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 // ----------------------------------------------------------------------------
 // The forward pass
 
-/// The keys and values of the positions seen so far, one cache per layer.
+/// The keys and values of the positions seen so far, one cache per layer. It grows by one row
+/// per position, so memory follows the text rather than `seq_len`.
 #[derive(Clone, Debug)]
 pub struct KvCache {
-    /// `keys[layer]` is `(seq_len, kv_dim)`: row `t` holds position `t`'s rotated keys.
+    /// `keys[layer]` is `(positions, kv_dim)`: row `t` holds position `t`'s rotated keys.
     pub keys: Vec<Vec<f32>>,
-    /// `values[layer]` is `(seq_len, kv_dim)`.
+    /// `values[layer]` is `(positions, kv_dim)`.
     pub values: Vec<Vec<f32>>,
+    kv_dim: usize,
 }
 
 impl KvCache {
-    /// An empty cache with room for `seq_len` positions.
+    /// An empty cache for a model of this shape.
     pub fn new(config: &Config) -> KvCache {
-        let kv_dim = config.dim / config.n_heads * config.n_kv_heads;
-        let layer = vec![0.0f32; config.seq_len * kv_dim];
         KvCache {
-            keys: vec![layer.clone(); config.n_layers],
-            values: vec![layer; config.n_layers],
+            keys: vec![Vec::new(); config.n_layers],
+            values: vec![Vec::new(); config.n_layers],
+            kv_dim: config.dim / config.n_heads * config.n_kv_heads,
         }
+    }
+
+    /// How many positions the cache holds.
+    pub fn positions(&self) -> usize {
+        self.keys.first().map_or(0, |k| k.len() / self.kv_dim)
     }
 }
 
@@ -694,15 +700,21 @@ pub struct Output {
 }
 
 /// Run `token` at position `pos` through the network: store its keys and values in `cache`,
-/// attend over positions `0..=pos`, and return the logits of the next token. Positions must
-/// be fed in order (any earlier position may be run again: it overwrites that row of the cache
-/// and attends only to the rows before it).
+/// attend over positions `0..=pos`, and return the logits of the next token. Positions come in
+/// order; running an earlier position again forgets the positions after it.
 ///
-/// Errors if `token` is not in the vocabulary or `pos` is not below `seq_len`.
+/// Errors if `token` is not in the vocabulary, `pos` is not below `seq_len`, or `pos` skips
+/// positions the cache does not hold. Panics if `cache` or `w` were built by hand for another
+/// shape than `w.config`.
 pub fn forward(w: &Weights, cache: &mut KvCache, token: u32, pos: usize) -> Result<Output> {
     let c = &w.config;
-    if token as usize >= c.vocab_size || pos >= c.seq_len {
-        let problem = alloc::format!("token {token} at position {pos} is outside the model");
+    if token as usize >= c.vocab_size || pos >= c.seq_len || pos > cache.positions() {
+        let problem = alloc::format!(
+            "token {token} at position {pos} does not fit (vocabulary {}, context {}, {} positions cached)",
+            c.vocab_size,
+            c.seq_len,
+            cache.positions()
+        );
         return Err(Error::InvalidInput(problem));
     }
     let (dim, hidden_dim, head_size) = (c.dim, c.hidden_dim, c.dim / c.n_heads);
@@ -722,14 +734,13 @@ pub fn forward(w: &Weights, cache: &mut KvCache, token: u32, pos: usize) -> Resu
         let v = matmul(&layer.wv, &h, kv_dim); // (kv_dim,)
         rope(&mut q, pos, head_size);
         rope(&mut k, pos, head_size);
-        cache.keys[l][pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&k);
-        cache.values[l][pos * kv_dim..(pos + 1) * kv_dim].copy_from_slice(&v);
+        cache.keys[l].truncate(pos * kv_dim);
+        cache.keys[l].extend_from_slice(&k);
+        cache.values[l].truncate(pos * kv_dim);
+        cache.values[l].extend_from_slice(&v);
 
         // Each query head attends over positions 0..=pos of its key/value head.
-        let (keys, values) = (
-            &cache.keys[l][..(pos + 1) * kv_dim],
-            &cache.values[l][..(pos + 1) * kv_dim],
-        );
+        let (keys, values) = (&cache.keys[l], &cache.values[l]); // (pos + 1, kv_dim)
         let mut heads = Vec::with_capacity(dim); // (n_heads * head_size,) = (dim,)
         let mut layer_attention = Vec::with_capacity(c.n_heads);
         for head in 0..c.n_heads {

@@ -136,6 +136,13 @@ fn bad_tokens_positions_and_files_are_errors() {
     let mut cache = KvCache::new(&weights.config);
     assert!(forward(&weights, &mut cache, 512, 0).is_err());
     assert!(forward(&weights, &mut cache, 1, 512).is_err());
+    assert!(
+        forward(&weights, &mut cache, 1, 1).is_err(),
+        "position 0 was never run"
+    );
+    forward(&weights, &mut cache, 1, 0).unwrap();
+    forward(&weights, &mut cache, 1, 1).unwrap();
+    assert_eq!(cache.positions(), 2);
 
     let files = [
         std::fs::read(stories260k()).unwrap(),
