@@ -63,7 +63,7 @@
 //!
 //! Not fast: one thread, no SIMD, no batching, a fresh vector for every intermediate result.
 //! It shares no code with the fast path (`model`, `kernels`, `quant`, `checkpoint`): a formula
-//! wrong there is not wrong here too. It needs only `core` and `alloc` (plus five C maths
+//! wrong there is not wrong here too. It needs only `core` and `alloc` (plus six C maths
 //! functions, see `c_math`), no files and no threads, so it can move into a `no_std` core.
 
 extern crate alloc;
@@ -438,8 +438,9 @@ pub fn dequantize(w: &Q8Matrix) -> Vec<f32> {
 // ----------------------------------------------------------------------------
 // The C library's maths
 
-/// The transcendental functions `run.c` calls, by their C names. Rust's `f32` methods call the
-/// same C library functions, which is why the bits agree with `run.c`. These are the only
+/// The C maths functions `run.c` and `runq.c` call, by their C names. For `exp`, `pow`, `cos`
+/// and `sin`, Rust's `f32` methods call the same C library functions, which is why the bits
+/// agree with llama2.c's; square roots and rounding are exact everywhere. These are the only
 /// functions of this module that need `std`; a `no_std` build would take them from a libm.
 mod c_math {
     pub fn expf(x: f32) -> f32 {
