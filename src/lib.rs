@@ -55,6 +55,7 @@ pub mod generate;
 #[doc(hidden)]
 pub mod kernels;
 pub mod model;
+pub mod params;
 #[doc(hidden)]
 pub mod quant;
 pub mod sampler;
@@ -66,6 +67,7 @@ pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
 pub use model::{Logits, Model, State};
+pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
 pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;
