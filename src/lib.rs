@@ -54,6 +54,7 @@ pub mod error;
 pub mod generate;
 #[doc(hidden)]
 pub mod kernels;
+pub mod math;
 pub mod model;
 pub mod params;
 #[doc(hidden)]
