@@ -48,6 +48,11 @@
 
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+#[cfg(feature = "capi")]
+pub mod capi;
+
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
