@@ -48,13 +48,20 @@
 
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+#[cfg(feature = "capi")]
+pub mod capi;
+
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod generate;
 #[doc(hidden)]
 pub mod kernels;
+pub mod math;
 pub mod model;
+pub mod params;
 #[doc(hidden)]
 pub mod quant;
 pub mod reference;
@@ -67,6 +74,7 @@ pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
 pub use model::{Logits, Model, State};
+pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
 pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;
