@@ -66,8 +66,6 @@
 //! wrong there is not wrong here too. It needs only `core` and `alloc` (plus six C maths
 //! functions, see `c_math`), no files and no threads, so it can move into a `no_std` core.
 
-extern crate alloc;
-
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -441,7 +439,8 @@ pub fn dequantize(w: &Q8Matrix) -> Vec<f32> {
 /// The C maths functions `run.c` and `runq.c` call, by their C names. For `exp`, `pow`, `cos`
 /// and `sin`, Rust's `f32` methods call the same C library functions, which is why the bits
 /// agree with llama2.c's; square roots and rounding are exact everywhere. These are the only
-/// functions of this module that need `std`; a `no_std` build would take them from a libm.
+/// functions of this module that need `std`; a `no_std` build would take them from
+/// [`crate::math`].
 mod c_math {
     pub fn expf(x: f32) -> f32 {
         x.exp()
