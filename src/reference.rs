@@ -597,7 +597,10 @@ pub fn rope(v: &mut [f32], pos: usize, head_size: usize) {
 /// Softmax in place: `x[i] = exp(x[i] - max) / sum_j exp(x[j] - max)`. Subtracting the
 /// largest value first keeps `exp` from overflowing and does not change the result.
 pub fn softmax(x: &mut [f32]) {
-    let mut max = x[0];
+    let Some(&first) = x.first() else {
+        return; // nothing to normalize
+    };
+    let mut max = first;
     for &v in &x[1..] {
         if v > max {
             max = v;

@@ -176,3 +176,54 @@ fn bad_tokens_positions_and_files_are_errors() {
     header.truncate(3);
     assert!(reference::parse(&header).is_err());
 }
+
+#[test]
+fn activations_are_quantized_like_runq() {
+    use llama2::reference::quantize;
+    // Scale max|x| / 127 = 1: halves round away from zero (C's round), not to even.
+    let (q, scales) = quantize(&[127.0, 62.5, -127.0, -0.5, 0.0, 0.0], 2);
+    assert_eq!(scales, [1.0, 1.0, 0.0]);
+    assert_eq!(q, [127, 63, -127, -1, 0, 0]); // an all-zero group stays zero
+}
+
+#[test]
+fn straddling_groups_pair_each_value_with_its_own_scale() {
+    use llama2::reference::{matmul, Matrix, Q8Matrix};
+    // A (2, 3) matrix in groups of 2: row 0 is group 0 and the start of group 1, row 1 the end
+    // of group 1 and group 2. runq.c would read only the first group of each row, with the
+    // scales of groups 0 and 1.
+    let w = Matrix::Q8(Q8Matrix {
+        values: vec![1, 2, 3, 4, 5, 6],
+        scales: vec![1.0, 10.0, 100.0],
+        group_size: 2,
+    });
+    assert_eq!(
+        matmul(&w, &[1.0, 1.0, 1.0], 2),
+        [1.0 + 2.0 + 30.0, 40.0 + 1100.0]
+    );
+}
+
+#[test]
+fn rope_rotates_each_pair_by_position_times_its_frequency() {
+    use llama2::reference::rope;
+    let mut v = [1.0, 0.0, 1.0, 0.0];
+    rope(&mut v, 0, 4);
+    assert_eq!(v, [1.0, 0.0, 1.0, 0.0]);
+    // Position 3, head size 4: pair 0 turns by 3 radians, pair 1 by 3 / 10000^(2/4) = 0.03.
+    rope(&mut v, 3, 4);
+    let expected = [3.0f32.cos(), 3.0f32.sin(), 0.03f32.cos(), 0.03f32.sin()];
+    for (a, b) in v.iter().zip(expected) {
+        assert!((a - b).abs() < 1e-6, "{v:?}");
+    }
+}
+
+#[test]
+fn rmsnorm_divides_by_the_root_mean_square_plus_epsilon() {
+    let out = llama2::reference::rmsnorm(&[3.0, 4.0], &[1.0, 2.0]);
+    let rms = (12.5f64 + 1e-5).sqrt();
+    assert!((out[0] as f64 - 3.0 / rms).abs() < 1e-6);
+    assert!((out[1] as f64 - 8.0 / rms).abs() < 1e-6);
+    // An epsilon of 1e-6 instead would move a tiny vector's result far more than that.
+    let tiny = llama2::reference::rmsnorm(&[1e-3], &[1.0]);
+    assert!((tiny[0] as f64 - 1e-3 / (1e-6f64 + 1e-5).sqrt()).abs() < 1e-6);
+}
