@@ -48,13 +48,16 @@
 
 #![warn(missing_docs)]
 
+pub mod bpe;
 pub mod checkpoint;
 pub mod convert;
+pub mod corpus;
 pub mod error;
 pub mod generate;
 #[doc(hidden)]
 pub mod kernels;
 pub mod model;
+pub mod pretokenize;
 #[doc(hidden)]
 pub mod quant;
 pub mod sampler;
