@@ -506,6 +506,14 @@ fn required<'a>(values: &'a [(String, OsString)], flag: &str) -> Result<&'a OsSt
         .ok_or_else(|| Failure(format!("missing flag {flag}")))
 }
 
+/// A progress line on stderr, once work has run for a second (quick runs stay quiet).
+fn progress(start: Instant, line: &str) {
+    let seconds = start.elapsed().as_secs_f64();
+    if seconds >= 1.0 {
+        eprintln!("[{seconds:6.1}s] {line}");
+    }
+}
+
 /// `llama2 train-tokenizer --vocab-size N -o OUT INPUT...`.
 fn train_tokenizer(args: &[OsString]) -> Result<(), Failure> {
     let Some((values, inputs)) = corpus_args("train-tokenizer", args, &["--vocab-size", "-o"])?
@@ -515,15 +523,13 @@ fn train_tokenizer(args: &[OsString]) -> Result<(), Failure> {
     let vocab_size: usize = number("--vocab-size", required(&values, "--vocab-size")?)?;
     let out = PathBuf::from(required(&values, "-o")?);
     let start = Instant::now();
-    let vocabulary = bpe::train_from_files(&inputs, vocab_size, |line| {
-        eprintln!("[{:6.1}s] {line}", start.elapsed().as_secs_f64())
-    })
-    .map_err(|e| match e {
-        llama2::Error::InvalidInput(problem) if problem.starts_with("a vocabulary of") => {
-            Failure(format!("--vocab-size: {problem}"))
-        }
-        other => other.into(),
-    })?;
+    let vocabulary = bpe::train_from_files(&inputs, vocab_size, |line| progress(start, line))
+        .map_err(|e| match e {
+            llama2::Error::InvalidInput(problem) if problem.starts_with("a vocabulary of") => {
+                Failure(format!("--vocab-size: {problem}"))
+            }
+            other => other.into(),
+        })?;
     vocabulary.write(&out)?;
     println!(
         "wrote {}: {} tokens in {:.1}s",
@@ -543,12 +549,11 @@ fn pretokenize(args: &[OsString]) -> Result<(), Failure> {
     let out = PathBuf::from(required(&values, "-o")?);
     let start = Instant::now();
     let stats = pretokenize::pretokenize_to_file(&tokenizer, &inputs, &out, |so_far| {
-        eprintln!(
-            "[{:6.1}s] {} documents, {} tokens",
-            start.elapsed().as_secs_f64(),
-            so_far.corpus.documents,
-            so_far.tokens
-        )
+        let line = format!(
+            "{} documents, {} tokens",
+            so_far.corpus.documents, so_far.tokens
+        );
+        progress(start, &line)
     })?;
     let c = &stats.corpus;
     println!(
