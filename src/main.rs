@@ -461,49 +461,55 @@ fn quantize(args: &[OsString]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The flags and input paths of a command that reads a corpus: `flags` name those that take a
-/// value; anything not starting with `-` is an input.
-fn corpus_args(
-    command: &str,
-    args: &[OsString],
-    flags: &[&str],
-) -> Result<Option<(Vec<(String, OsString)>, Vec<PathBuf>)>, Failure> {
-    let mut values = Vec::new();
-    let mut inputs = Vec::new();
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if is_help(arg) {
-            print!("{USAGE}");
-            return Ok(None);
-        }
-        let name = arg.to_string_lossy().into_owned();
-        if flags.contains(&name.as_str()) {
-            let value = rest
-                .next()
-                .ok_or_else(|| Failure(format!("flag {name} needs a value")))?;
-            values.push((name, value.clone()));
-        } else if name.starts_with('-') {
-            return Err(Failure(format!(
-                "{command}: unknown flag {name} (run 'llama2 --help' for usage)"
-            )));
-        } else {
-            inputs.push(PathBuf::from(arg));
-        }
-    }
-    if inputs.is_empty() {
-        return Err(Failure(format!("{command}: no input files given")));
-    }
-    Ok(Some((values, inputs)))
+/// The arguments of a command that reads a corpus: flag values, then input paths.
+struct CorpusArgs {
+    values: Vec<(String, OsString)>,
+    inputs: Vec<PathBuf>,
 }
 
-/// The value of a required flag, or an error naming it.
-fn required<'a>(values: &'a [(String, OsString)], flag: &str) -> Result<&'a OsString, Failure> {
-    values
-        .iter()
-        .rev()
-        .find(|(name, _)| name == flag)
-        .map(|(_, value)| value)
-        .ok_or_else(|| Failure(format!("missing flag {flag}")))
+impl CorpusArgs {
+    /// `flags` name the flags that take a value; anything not starting with `-` is an input.
+    /// `None` when help was asked for (and printed).
+    fn parse(command: &str, args: &[OsString], flags: &[&str]) -> Result<Option<Self>, Failure> {
+        let mut parsed = CorpusArgs {
+            values: Vec::new(),
+            inputs: Vec::new(),
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if is_help(arg) {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            let name = arg.to_string_lossy().into_owned();
+            if flags.contains(&name.as_str()) {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| Failure(format!("flag {name} needs a value")))?;
+                parsed.values.push((name, value.clone()));
+            } else if name.starts_with('-') {
+                return Err(Failure(format!(
+                    "{command}: unknown flag {name} (run 'llama2 --help' for usage)"
+                )));
+            } else {
+                parsed.inputs.push(PathBuf::from(arg));
+            }
+        }
+        if parsed.inputs.is_empty() {
+            return Err(Failure(format!("{command}: no input files given")));
+        }
+        Ok(Some(parsed))
+    }
+
+    /// The value of a required flag (the last one given), or an error naming it.
+    fn required(&self, flag: &str) -> Result<&OsString, Failure> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(name, _)| name == flag)
+            .map(|(_, value)| value)
+            .ok_or_else(|| Failure(format!("missing flag {flag}")))
+    }
 }
 
 /// A progress line on stderr, once work has run for a second (quick runs stay quiet).
@@ -516,14 +522,13 @@ fn progress(start: Instant, line: &str) {
 
 /// `llama2 train-tokenizer --vocab-size N -o OUT INPUT...`.
 fn train_tokenizer(args: &[OsString]) -> Result<(), Failure> {
-    let Some((values, inputs)) = corpus_args("train-tokenizer", args, &["--vocab-size", "-o"])?
-    else {
+    let Some(args) = CorpusArgs::parse("train-tokenizer", args, &["--vocab-size", "-o"])? else {
         return Ok(());
     };
-    let vocab_size: usize = number("--vocab-size", required(&values, "--vocab-size")?)?;
-    let out = PathBuf::from(required(&values, "-o")?);
+    let vocab_size: usize = number("--vocab-size", args.required("--vocab-size")?)?;
+    let out = PathBuf::from(args.required("-o")?);
     let start = Instant::now();
-    let vocabulary = bpe::train_from_files(&inputs, vocab_size, |line| progress(start, line))
+    let vocabulary = bpe::train_from_files(&args.inputs, vocab_size, |line| progress(start, line))
         .map_err(|e| match e {
             llama2::Error::InvalidInput(problem) if problem.starts_with("a vocabulary of") => {
                 Failure(format!("--vocab-size: {problem}"))
@@ -542,13 +547,13 @@ fn train_tokenizer(args: &[OsString]) -> Result<(), Failure> {
 
 /// `llama2 pretokenize -z TOKENIZER -o OUT INPUT...`.
 fn pretokenize(args: &[OsString]) -> Result<(), Failure> {
-    let Some((values, inputs)) = corpus_args("pretokenize", args, &["-z", "-o"])? else {
+    let Some(args) = CorpusArgs::parse("pretokenize", args, &["-z", "-o"])? else {
         return Ok(());
     };
-    let tokenizer = Tokenizer::open_all(required(&values, "-z")?)?;
-    let out = PathBuf::from(required(&values, "-o")?);
+    let tokenizer = Tokenizer::open_all(args.required("-z")?)?;
+    let out = PathBuf::from(args.required("-o")?);
     let start = Instant::now();
-    let stats = pretokenize::pretokenize_to_file(&tokenizer, &inputs, &out, |so_far| {
+    let stats = pretokenize::pretokenize_to_file(&tokenizer, &args.inputs, &out, |so_far| {
         let line = format!(
             "{} documents, {} tokens",
             so_far.corpus.documents, so_far.tokens

@@ -2,7 +2,7 @@
 //!
 //! The output is what llama2.c's `tinystories.py pretokenize` writes: raw little-endian `u16`
 //! token ids with no header, each document as BOS followed by its tokens (no EOS). Documents
-//! come from [`corpus`](crate::corpus) (trimmed, empty ones skipped) and are encoded as
+//! come from [`crate::corpus`] (trimmed, empty ones skipped) and are encoded as
 //! [`Tokenizer::encode`] does with BOS, which gives SentencePiece's ids.
 //!
 //! Documents are encoded in parallel a batch at a time and written in input order, so the

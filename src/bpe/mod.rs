@@ -25,7 +25,7 @@
 //! vocabulary is full, SentencePiece goes on with pairs that no longer occur, and so do we; a
 //! corpus without even those is an error, as in SentencePiece.
 
-mod rules;
+pub mod rules;
 mod unicode_scripts;
 
 use std::cmp::Ordering;
@@ -36,9 +36,7 @@ use std::rc::Rc;
 
 use crate::corpus::{self, CorpusStats};
 use crate::error::{Error, Result};
-use rules::{Shape, SPACE, UNMERGEABLE};
-
-pub use rules::{is_valid_piece, normalize_line, split_words};
+use rules::{normalize_line, split_words, Shape, SPACE, UNMERGEABLE};
 
 /// Special pieces before the byte tokens: `<unk>`, `<s>`, `</s>`.
 const SPECIAL_PIECES: [&str; 3] = ["<unk>", "<s>", "</s>"];
@@ -221,7 +219,7 @@ pub fn train(
                 least + merger.merged.len()
             )));
         };
-        if merger.merged.len() % step == 0 || merger.merged.len() == target {
+        if merger.merged.len().is_multiple_of(step) || merger.merged.len() == target {
             on_progress(&MergeProgress {
                 merges: merger.merged.len(),
                 target,
@@ -268,7 +266,7 @@ pub fn train_from_files(
         words.characters().len()
     ));
     train(&words, vocab_size, |p| {
-        if p.merges % (p.target / 10).max(1) == 0 || p.merges == p.target {
+        if p.merges.is_multiple_of((p.target / 10).max(1)) || p.merges == p.target {
             report(&format!(
                 "merged {}/{} pieces (last pair seen {} times)",
                 p.merges, p.target, p.count

@@ -98,7 +98,7 @@ fn is_decimal_digit(c: char) -> bool {
     c.is_ascii_digit() || ('\u{ff10}'..='\u{ff19}').contains(&c)
 }
 
-/// The Unicode script of `c` (Han for kana too), [`COMMON`] when unlisted.
+/// The Unicode script id of `c` (kana count as Han), 0 (Common) when unlisted.
 pub fn script(c: char) -> u8 {
     let code = c as u32;
     let ranges = &unicode_scripts::RANGES;
