@@ -28,7 +28,7 @@
 pub mod rules;
 mod unicode_scripts;
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
@@ -36,14 +36,13 @@ use std::rc::Rc;
 
 use crate::corpus::{self, CorpusStats};
 use crate::error::{Error, Result};
+use crate::pretokenize::MAX_VOCAB;
 use rules::{normalize_line, split_words, Shape, SPACE, UNMERGEABLE};
 
 /// Special pieces before the byte tokens: `<unk>`, `<s>`, `</s>`.
 const SPECIAL_PIECES: [&str; 3] = ["<unk>", "<s>", "</s>"];
 /// Special pieces plus the 256 byte tokens: the least a vocabulary holds besides characters.
 pub const RESERVED_TOKENS: usize = SPECIAL_PIECES.len() + 256;
-/// The largest vocabulary a pretokenized (`u16`) file can address.
-pub const MAX_VOCAB: usize = 1 << 16;
 
 /// The distinct words of a corpus with how often each occurs.
 pub struct WordCounts {
@@ -194,11 +193,7 @@ pub fn train(
     if words.words.is_empty() {
         return Err(Error::input("the input holds no text to train on"));
     }
-    if vocab_size > MAX_VOCAB {
-        return Err(Error::input(format!(
-            "a vocabulary of {vocab_size} tokens is too large: at most {MAX_VOCAB} fit the u16 ids of pretokenized files"
-        )));
-    }
+    check_not_too_large(vocab_size)?;
     let least = RESERVED_TOKENS + chars.len();
     if vocab_size < least {
         return Err(Error::input(format!(
@@ -243,12 +238,22 @@ pub fn train(
     Ok(Vocabulary { pieces })
 }
 
+fn check_not_too_large(vocab_size: usize) -> Result<()> {
+    if vocab_size > MAX_VOCAB {
+        return Err(Error::input(format!(
+            "a vocabulary of {vocab_size} tokens is too large: at most {MAX_VOCAB} fit the u16 ids of pretokenized files"
+        )));
+    }
+    Ok(())
+}
+
 /// [`count_words`] then [`train`], with progress reported as text lines.
 pub fn train_from_files(
     inputs: &[PathBuf],
     vocab_size: usize,
     mut report: impl FnMut(&str),
 ) -> Result<Vocabulary> {
+    check_not_too_large(vocab_size)?;
     let words = count_words(inputs, |stats, distinct| {
         report(&format!(
             "read {} documents, {:.1} MB, {distinct} distinct words",
@@ -287,38 +292,17 @@ struct PairStats {
 }
 
 /// A pair in the heap with its count when pushed (the true count may since have dropped).
+///
+/// Ordered field by field: the most frequent first, then the shorter piece, then the smaller
+/// string (as SentencePiece breaks ties); two ways to spell one string go by piece ids, so the
+/// order never depends on hashing.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Candidate {
     count: u64,
-    chars: u8,
-    text: Rc<str>,
-    pair: Pair,
+    chars: Reverse<u8>,
+    text: Reverse<Rc<str>>,
+    pair: Reverse<Pair>,
 }
-
-impl Ord for Candidate {
-    /// Most frequent first, then the shorter piece, then the smaller string; two ways to
-    /// spell one string go by piece ids, so the order never depends on hashing.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.count
-            .cmp(&other.count)
-            .then(other.chars.cmp(&self.chars))
-            .then_with(|| other.text.as_bytes().cmp(self.text.as_bytes()))
-            .then_with(|| other.pair.cmp(&self.pair))
-    }
-}
-
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Candidate {}
 
 /// The state of the merging: words as piece sequences, pair counts, and the pieces made.
 struct Merger {
@@ -401,9 +385,9 @@ impl Merger {
                 let joined = self.shapes[left].join(self.shapes[right]);
                 self.heap.push(Candidate {
                     count: stats.count,
-                    chars: joined.map_or(0, |s| s.chars),
-                    text: format!("{}{}", self.text[left], self.text[right]).into(),
-                    pair,
+                    chars: Reverse(joined.map_or(0, |s| s.chars)),
+                    text: Reverse(format!("{}{}", self.text[left], self.text[right]).into()),
+                    pair: Reverse(pair),
                 });
             }
         }
@@ -415,7 +399,8 @@ impl Merger {
     fn merge_best(&mut self) -> Option<u64> {
         loop {
             let best = self.heap.pop()?;
-            let Some(stats) = self.pairs.get(&best.pair) else {
+            let pair = best.pair.0;
+            let Some(stats) = self.pairs.get(&pair) else {
                 continue; // merged or dropped already
             };
             if stats.count < best.count {
@@ -426,11 +411,12 @@ impl Merger {
                 });
                 continue;
             }
-            let stats = self.pairs.remove(&best.pair)?;
-            if self.merged_text.contains(&best.text) {
+            let stats = self.pairs.remove(&pair)?;
+            let text = best.text.0;
+            if self.merged_text.contains(&text) {
                 continue; // the same piece, reached another way: SentencePiece drops it
             }
-            self.merge(best.pair, best.text, stats.words);
+            self.merge(pair, text, stats.words);
             return Some(stats.count);
         }
     }
