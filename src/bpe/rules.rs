@@ -36,8 +36,8 @@ fn reserved_piece_len(text: &str) -> Option<usize> {
 
 /// Normalize one line of training text as SentencePiece does with llama2.c's options, into
 /// `out` (cleared first): spaces at the ends dropped and runs of spaces made one, a space put
-/// in front, every space written `▁`, and reserved pieces, tabs and NULs (which SentencePiece
-/// keeps out of the vocabulary) written [`UNMERGEABLE`].
+/// in front, every space written `▁`, and reserved pieces and NULs (which SentencePiece keeps
+/// out of the vocabulary) written [`UNMERGEABLE`]. Tabs are ordinary characters.
 ///
 /// Returns false for a line SentencePiece skips: all spaces, or holding [`UNMERGEABLE`].
 pub fn normalize_line(line: &str, out: &mut String) -> bool {
@@ -63,7 +63,7 @@ pub fn normalize_line(line: &str, out: &mut String) -> bool {
                 out.push(SPACE);
                 after_space = true;
             }
-            '\t' | '\0' => {
+            '\0' => {
                 out.push(UNMERGEABLE);
                 after_space = false;
             }
@@ -147,7 +147,7 @@ impl Shape {
         };
         Shape {
             chars: 1,
-            mergeable: c != UNMERGEABLE && c != '\t' && c != '\0',
+            mergeable: c != UNMERGEABLE && c != '\0',
             digit: is_decimal_digit(c),
             all_space: space,
             has_space: space,
@@ -197,7 +197,7 @@ pub fn is_valid_piece(piece: &[char]) -> bool {
     let all_space = piece.iter().all(|&c| c == SPACE);
     let mut prev = ANY_SCRIPT;
     for (pos, &c) in piece.iter().enumerate() {
-        if matches!(c, UNMERGEABLE | '\0' | '\t' | ' ') {
+        if matches!(c, UNMERGEABLE | '\0' | ' ') {
             return false;
         }
         if c == SPACE {
