@@ -234,8 +234,8 @@ mod tests {
     fn lines_normalize_like_sentencepiece() {
         assert_eq!(normalized("  Hello   world  ").unwrap(), "▁Hello▁world");
         assert_eq!(
-            normalized("a\tb<s>c <0x0A> <0x0a>").unwrap(),
-            "▁a▅b▅c▁▅▁<0x0a>"
+            normalized("a\tb<s>c <0x0A> <0x0a>\0").unwrap(),
+            "▁a\tb▅c▁▅▁<0x0a>▅"
         );
         assert_eq!(normalized("\u{a0}x").unwrap(), "▁\u{a0}x");
         assert_eq!(normalized("   "), None);
@@ -293,13 +293,8 @@ mod tests {
             let first = it.next()?;
             it.try_fold(first, |acc, next| acc.join(next))
         };
-        let mut state = 12345u64;
-        let mut random = move |n: usize| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as usize % n
-        };
+        let mut rng = crate::sampler::Rng::new(12345);
+        let mut random = move |n: usize| rng.next_u32() as usize % n;
         let mut checked = 0;
         for _ in 0..20000 {
             let len = 2 + random(17);
