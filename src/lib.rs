@@ -50,11 +50,12 @@
 
 extern crate alloc;
 
+pub mod bpe;
 #[cfg(feature = "capi")]
 pub mod capi;
-
 pub mod checkpoint;
 pub mod convert;
+pub mod corpus;
 pub mod error;
 pub mod generate;
 #[doc(hidden)]
@@ -62,6 +63,7 @@ pub mod kernels;
 pub mod math;
 pub mod model;
 pub mod params;
+pub mod pretokenize;
 #[doc(hidden)]
 pub mod quant;
 pub mod reference;

@@ -4,15 +4,18 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use llama2::{convert, evaluate, Chat, Generator, Model, Sampler, Tokenizer};
+use llama2::{bpe, convert, evaluate, pretokenize, Chat, Generator, Model, Sampler, Tokenizer};
 
 const USAGE: &str = "\
 Usage:   llama2 <checkpoint> [options]
          llama2 tokenize [-z <tokenizer>] [-i <text>]
          llama2 quantize <float checkpoint> <int8 output> [--group-size <int>]
+         llama2 train-tokenizer --vocab-size <int> -o <tokenizer.bin> <input>...
+         llama2 pretokenize -z <tokenizer> -o <out.bin> <input>...
 Example: llama2 model.bin -n 256 -i \"Once upon a time\"
 Options:
   -t <float>  temperature in [0,inf], default 1.0
@@ -29,6 +32,9 @@ Commands:
   tokenize    print the token ids of the text (BOS first), one line
   quantize    write an int8 (version 2) copy of a float checkpoint; the group size defaults
               to the largest of at most 64 that divides every row length
+  train-tokenizer  train a SentencePiece-style BPE vocabulary on text files (.txt: a document
+              per line; .json: TinyStories shards) and write it in tokenizer.bin format
+  pretokenize write the documents as BOS + token ids, little-endian u16 (llama2.c's format)
 ";
 
 /// What went wrong, as one line for stderr.
@@ -77,6 +83,12 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
     if first == "quantize" {
         return quantize(&args[1..]);
+    }
+    if first == "train-tokenizer" {
+        return train_tokenizer(&args[1..]);
+    }
+    if first == "pretokenize" {
+        return pretokenize(&args[1..]);
     }
     let checkpoint = first;
     if checkpoint.to_string_lossy().starts_with('-') {
@@ -445,6 +457,118 @@ fn quantize(args: &[OsString]) -> Result<(), Failure> {
         output.to_string_lossy(),
         result.group_size,
         result.max_error
+    );
+    Ok(())
+}
+
+/// The arguments of a command that reads a corpus: flag values, then input paths.
+struct CorpusArgs {
+    values: Vec<(String, OsString)>,
+    inputs: Vec<PathBuf>,
+}
+
+impl CorpusArgs {
+    /// `flags` name the flags that take a value; anything not starting with `-` is an input.
+    /// `None` when help was asked for (and printed).
+    fn parse(command: &str, args: &[OsString], flags: &[&str]) -> Result<Option<Self>, Failure> {
+        let mut parsed = CorpusArgs {
+            values: Vec::new(),
+            inputs: Vec::new(),
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if is_help(arg) {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            let name = arg.to_string_lossy().into_owned();
+            if flags.contains(&name.as_str()) {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| Failure(format!("flag {name} needs a value")))?;
+                parsed.values.push((name, value.clone()));
+            } else if name.starts_with('-') {
+                return Err(Failure(format!(
+                    "{command}: unknown flag {name} (run 'llama2 --help' for usage)"
+                )));
+            } else {
+                parsed.inputs.push(PathBuf::from(arg));
+            }
+        }
+        if parsed.inputs.is_empty() {
+            return Err(Failure(format!("{command}: no input files given")));
+        }
+        Ok(Some(parsed))
+    }
+
+    /// The value of a required flag (the last one given), or an error naming it.
+    fn required(&self, flag: &str) -> Result<&OsString, Failure> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(name, _)| name == flag)
+            .map(|(_, value)| value)
+            .ok_or_else(|| Failure(format!("missing flag {flag}")))
+    }
+}
+
+/// A progress line on stderr, once work has run for a second (quick runs stay quiet).
+fn progress(start: Instant, line: &str) {
+    let seconds = start.elapsed().as_secs_f64();
+    if seconds >= 1.0 {
+        eprintln!("[{seconds:6.1}s] {line}");
+    }
+}
+
+/// `llama2 train-tokenizer --vocab-size N -o OUT INPUT...`.
+fn train_tokenizer(args: &[OsString]) -> Result<(), Failure> {
+    let Some(args) = CorpusArgs::parse("train-tokenizer", args, &["--vocab-size", "-o"])? else {
+        return Ok(());
+    };
+    let vocab_size: usize = number("--vocab-size", args.required("--vocab-size")?)?;
+    let out = PathBuf::from(args.required("-o")?);
+    let start = Instant::now();
+    let vocabulary = bpe::train_from_files(&args.inputs, vocab_size, |line| progress(start, line))
+        .map_err(|e| match e {
+            llama2::Error::InvalidInput(problem) if problem.starts_with("a vocabulary of") => {
+                Failure(format!("--vocab-size: {problem}"))
+            }
+            other => other.into(),
+        })?;
+    vocabulary.write(&out)?;
+    println!(
+        "wrote {}: {} tokens in {:.1}s",
+        out.display(),
+        vocabulary.pieces.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `llama2 pretokenize -z TOKENIZER -o OUT INPUT...`.
+fn pretokenize(args: &[OsString]) -> Result<(), Failure> {
+    let Some(args) = CorpusArgs::parse("pretokenize", args, &["-z", "-o"])? else {
+        return Ok(());
+    };
+    let tokenizer = Tokenizer::open_all(args.required("-z")?)?;
+    let out = PathBuf::from(args.required("-o")?);
+    let start = Instant::now();
+    let stats = pretokenize::pretokenize_to_file(&tokenizer, &args.inputs, &out, |so_far| {
+        let line = format!(
+            "{} documents, {} tokens",
+            so_far.corpus.documents, so_far.tokens
+        );
+        progress(start, &line)
+    })?;
+    let c = &stats.corpus;
+    println!(
+        "wrote {}: {} documents, {} tokens, {:.4} tokens per byte ({} empty and {} non-UTF-8 skipped)",
+        out.display(),
+        c.documents,
+        stats.tokens,
+        stats.tokens_per_byte(),
+        c.skipped_empty,
+        c.skipped_invalid
     );
     Ok(())
 }
