@@ -52,6 +52,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod generate;
+pub mod inspect;
 #[doc(hidden)]
 pub mod kernels;
 pub mod model;

@@ -13,6 +13,7 @@ const USAGE: &str = "\
 Usage:   llama2 <checkpoint> [options]
          llama2 tokenize [-z <tokenizer>] [-i <text>]
          llama2 quantize <float checkpoint> <int8 output> [--group-size <int>]
+         llama2 inspect <checkpoint> [--stats]
 Example: llama2 model.bin -n 256 -i \"Once upon a time\"
 Options:
   -t <float>  temperature in [0,inf], default 1.0
@@ -29,6 +30,8 @@ Commands:
   tokenize    print the token ids of the text (BOS first), one line
   quantize    write an int8 (version 2) copy of a float checkpoint; the group size defaults
               to the largest of at most 64 that divides every row length
+  inspect     print the format, header and every tensor (shape, parameters, bytes) and the
+              totals; --stats adds each tensor's mean, std and max|w|
 ";
 
 /// What went wrong, as one line for stderr.
@@ -77,6 +80,9 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
     if first == "quantize" {
         return quantize(&args[1..]);
+    }
+    if first == "inspect" {
+        return inspect(&args[1..]);
     }
     let checkpoint = first;
     if checkpoint.to_string_lossy().starts_with('-') {
@@ -446,5 +452,39 @@ fn quantize(args: &[OsString]) -> Result<(), Failure> {
         result.group_size,
         result.max_error
     );
+    Ok(())
+}
+
+/// `llama2 inspect MODEL [--stats]`.
+fn inspect(args: &[OsString]) -> Result<(), Failure> {
+    let mut path = None;
+    let mut stats = false;
+    for arg in args {
+        if is_help(arg) {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        if arg == "--stats" {
+            stats = true;
+        } else if arg.to_string_lossy().starts_with('-') {
+            return Err(Failure(format!(
+                "inspect: unknown flag {} (run 'llama2 --help' for usage)",
+                arg.to_string_lossy()
+            )));
+        } else if path.replace(arg).is_some() {
+            return Err(Failure(
+                "inspect: expected one checkpoint path: llama2 inspect <checkpoint> [--stats]"
+                    .into(),
+            ));
+        }
+    }
+    let Some(path) = path else {
+        return Err(Failure(
+            "inspect: missing checkpoint path: llama2 inspect <checkpoint> [--stats]".into(),
+        ));
+    };
+    let model = Model::open(path)?;
+    let report = llama2::inspect::Inspection::of(&model).report(stats);
+    emit(&mut io::stdout().lock(), report.as_bytes())?;
     Ok(())
 }
