@@ -60,6 +60,7 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub(crate) mod storage;
+pub mod svg;
 pub mod text;
 pub mod tokenizer;
 

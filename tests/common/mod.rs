@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod naive;
+pub mod xml;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
