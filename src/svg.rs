@@ -240,15 +240,24 @@ struct YScale {
 }
 
 impl YScale {
-    /// A scale covering `low..=high` (the smallest and largest value).
+    /// A scale covering `low..=high` (the smallest and largest value) with a little room
+    /// above and below, so that no line runs along the frame.
     fn fit(low: f64, high: f64) -> YScale {
-        let log = low > 0.0 && high / low >= LOG_SCALE_RATIO;
-        let (low, high) = if high > low {
-            (low, high)
-        } else {
-            (low - 0.5, high + 0.5)
-        };
-        YScale { log, low, high }
+        const ROOM: f64 = 0.04;
+        if low > 0.0 && high / low >= LOG_SCALE_RATIO {
+            let room = (high / low).powf(ROOM);
+            return YScale {
+                log: true,
+                low: low / room,
+                high: high * room,
+            };
+        }
+        let room = if high > low { ROOM * (high - low) } else { 0.5 };
+        YScale {
+            log: false,
+            low: low - room,
+            high: high + room,
+        }
     }
 
     /// Where `v` is between the bottom (0) and the top (1).
@@ -261,7 +270,7 @@ impl YScale {
     }
 
     /// Values worth a grid line: 1, 2, 5 times powers of ten on a log scale (every digit if
-    /// that gives fewer than three), round numbers on a linear one.
+    /// that gives fewer than four), round numbers on a linear one.
     fn ticks(&self) -> Vec<f64> {
         if !self.log {
             return linear_ticks(self.low, self.high);
@@ -275,7 +284,7 @@ impl YScale {
                 .collect()
         };
         let ticks = within(&[1.0, 2.0, 5.0]);
-        if ticks.len() >= 3 {
+        if ticks.len() >= 4 {
             ticks
         } else {
             within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
@@ -459,7 +468,9 @@ mod tests {
     fn a_log_scale_maps_ratios_to_equal_distances() {
         let y = YScale::fit(1.0, 100.0);
         assert!((y.fraction(10.0) - 0.5).abs() < 1e-12);
+        assert!(y.fraction(1.0) > 0.0 && y.fraction(100.0) < 1.0);
         let y = YScale::fit(2.0, 3.0);
         assert!((y.fraction(2.5) - 0.5).abs() < 1e-12);
+        assert!(y.fraction(2.0) > 0.0 && y.fraction(3.0) < 1.0);
     }
 }
