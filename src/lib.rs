@@ -63,6 +63,7 @@ pub(crate) mod storage;
 pub mod svg;
 pub mod text;
 pub mod tokenizer;
+pub mod top_k;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};

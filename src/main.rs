@@ -3,11 +3,11 @@
 //! This file parses arguments and prints; everything else is the library's.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use llama2::{convert, evaluate, Chat, Generator, Model, Sampler, Tokenizer};
+use llama2::{convert, evaluate, top_k, Chat, Generator, Model, Sampler, Token, Tokenizer};
 
 const USAGE: &str = "\
 Usage:   llama2 <checkpoint> [options]
@@ -25,6 +25,9 @@ Options:
   -m <string> mode: generate|chat|eval, default: generate
   -y <string> (optional) system prompt in chat mode
   --threads <int>  number of threads, default: all cores (or RAYON_NUM_THREADS)
+  --top-k <int>    generate mode: for each generated token, print the <int> most likely
+                   tokens and their probabilities after temperature (at -t 0, those of
+                   temperature 1) to stderr, or between the text when stdout is a terminal
   -h, --help  print this help
 Commands:
   tokenize    print the token ids of the text (BOS first), one line
@@ -125,6 +128,7 @@ struct Options {
     mode: String,
     system_prompt: Option<Vec<u8>>,
     threads: Option<usize>,
+    top_k: usize,
 }
 
 impl Options {
@@ -140,6 +144,7 @@ impl Options {
             mode: "generate".into(),
             system_prompt: None,
             threads: None,
+            top_k: 0,
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -148,7 +153,18 @@ impl Options {
                 return Ok(options);
             }
             let name = flag.to_string_lossy().into_owned();
-            let known = ["-t", "-p", "-s", "-n", "-i", "-z", "-m", "-y", "--threads"];
+            let known = [
+                "-t",
+                "-p",
+                "-s",
+                "-n",
+                "-i",
+                "-z",
+                "-m",
+                "-y",
+                "--threads",
+                "--top-k",
+            ];
             if !known.contains(&name.as_str()) {
                 return Err(Failure(format!(
                     "unknown flag {name} (run 'llama2 --help' for usage)"
@@ -203,8 +219,15 @@ impl Options {
                     }
                     options.threads = Some(threads);
                 }
+                "--top-k" => options.top_k = number(&name, value)?,
                 _ => unreachable!("checked against the known flags"),
             }
+        }
+        if options.top_k > 0 && options.mode != "generate" {
+            return Err(Failure(format!(
+                "--top-k: only in generate mode, not -m {}",
+                options.mode
+            )));
         }
         if options.seed == 0 {
             // run.c seeds from the clock when no seed (or 0) is given.
@@ -278,7 +301,8 @@ fn emit(out: &mut impl Write, bytes: &[u8]) -> Result<bool, Failure> {
 }
 
 fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
-    let sampler = Sampler::new(options.temperature, options.top_p, options.seed)?;
+    let sampler =
+        Sampler::new(options.temperature, options.top_p, options.seed)?.with_top_k(options.top_k);
     let prompt = options.prompt.as_deref().unwrap_or(b"");
     let mut generator =
         Generator::new(model, tokenizer, sampler, prompt, options.steps).map_err(blame_flag)?;
@@ -286,8 +310,16 @@ fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(
     // Like run.c, time from the end of the first step, which includes one-off warm-up costs
     // and, here, the whole prompt (run as one batch): the figure is the decoding speed.
     let mut start = None;
+    let mut prev = generator.prompt_tokens()[0];
+    let mut position = 0;
     while let Some(token) = generator.next() {
-        if !emit(&mut out, token?.printable())? {
+        let token = token?;
+        position += 1;
+        if options.top_k > 0 && !token.from_prompt {
+            show_top_k(&mut out, tokenizer, &generator, position, prev, &token)?;
+        }
+        prev = token.id;
+        if !emit(&mut out, token.printable())? {
             return Ok(());
         }
         start.get_or_insert_with(|| (Instant::now(), generator.positions()));
@@ -299,6 +331,26 @@ fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(
             let seconds = start.elapsed().as_secs_f64();
             eprintln!("achieved tok/s: {:.6}", positions as f64 / seconds);
         }
+    }
+    Ok(())
+}
+
+/// Print the candidates `token` was sampled from, at `position` of the sequence after `prev`:
+/// on its own line between the text when stdout is a terminal, as a line on stderr otherwise.
+fn show_top_k(
+    out: &mut impl Write,
+    tokenizer: &Tokenizer,
+    generator: &Generator,
+    position: usize,
+    prev: u32,
+    token: &Token,
+) -> Result<(), Failure> {
+    let candidates = generator.sampler().top_k();
+    let line = top_k::describe(tokenizer, position, prev, token.id, candidates)?;
+    if io::stdout().is_terminal() {
+        emit(out, format!("\n{line}\n").as_bytes())?;
+    } else {
+        eprintln!("{line}");
     }
     Ok(())
 }
