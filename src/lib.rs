@@ -48,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
