@@ -48,6 +48,11 @@
 
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+#[cfg(feature = "capi")]
+pub mod capi;
+
 pub mod attention;
 pub mod checkpoint;
 pub mod convert;
@@ -56,7 +61,9 @@ pub mod generate;
 pub mod inspect;
 #[doc(hidden)]
 pub mod kernels;
+pub mod math;
 pub mod model;
+pub mod params;
 #[doc(hidden)]
 pub mod quant;
 pub mod sampler;
@@ -70,6 +77,7 @@ pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
 pub use model::{Logits, Model, State};
+pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
 pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;
