@@ -1,9 +1,9 @@
 //! What is inside a checkpoint: `llama2 inspect`.
 //!
-//! [`Inspection::of`] lists a loaded model's tensors in the order the forward pass uses them,
-//! each with its shape, how it is stored, its parameter count and its bytes in the file; and
-//! accounts for the rest of the file (the header, and the unused RoPE tables of legacy files) so
-//! that the parts add up to the file's size. [`TensorStats`] summarises a tensor's values, and
+//! [`Inspection::of`] lists a loaded model's tensors (those of [`tensor_table`], with llama2.c's
+//! `model.py` names, in the legacy checkpoint order), each with its shape, how it is stored, its
+//! parameter count and its bytes in the file; and accounts for the rest of the file (the header,
+//! and the unused RoPE tables of legacy files) so that the parts add up to the file's size. [`TensorStats`] summarises a tensor's values, and
 //! [`Inspection::report`] writes all of it as the text the command prints.
 //!
 //! This module only reads what [`Model`] exposes; it parses nothing itself (that is
@@ -12,7 +12,9 @@
 use std::fmt::Write as _;
 
 use crate::checkpoint::{Config, Format, LEGACY_HEADER_BYTES, VERSIONED_HEADER_BYTES};
+use crate::error::Result;
 use crate::model::{Matrix, Model};
+use crate::params::{tensor_table, TensorKind};
 
 /// The values of one tensor, borrowed from the model.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +28,7 @@ pub enum TensorData<'a> {
 /// One tensor of a checkpoint.
 #[derive(Clone, Debug)]
 pub struct Tensor<'a> {
-    /// Its name: `token_embedding`, `layers.3.wq`, `final_norm`, `classifier`.
+    /// Its name in llama2.c's `model.py`, such as `layers.3.attention.wq.weight`.
     pub name: String,
     /// Its values.
     pub data: TensorData<'a>,
@@ -133,8 +135,8 @@ pub struct Inspection<'a> {
     pub format: Format,
     /// The hyperparameters.
     pub config: Config,
-    /// Every tensor in the order the forward pass uses them; a shared classifier is not listed
-    /// again after the token embedding.
+    /// Every tensor, in legacy checkpoint order; a shared classifier is not listed again after
+    /// the token embedding.
     pub tensors: Vec<Tensor<'a>>,
     /// Size of the whole file, in bytes.
     pub file_size: usize,
@@ -142,44 +144,21 @@ pub struct Inspection<'a> {
 
 impl<'a> Inspection<'a> {
     /// Describe a loaded model.
-    pub fn of(model: &'a Model) -> Inspection<'a> {
-        let c = model.config();
-        let named = |name: String, data| Tensor { name, data };
-        let mut tensors = vec![named(
-            "token_embedding".into(),
-            TensorData::Matrix(model.token_embedding()),
-        )];
-        for (l, w) in model.layers().enumerate() {
-            let layer = |part: &str| format!("layers.{l}.{part}");
-            tensors.extend([
-                named(layer("attn_norm"), TensorData::Vector(w.attn_norm)),
-                named(layer("wq"), TensorData::Matrix(w.wq)),
-                named(layer("wk"), TensorData::Matrix(w.wk)),
-                named(layer("wv"), TensorData::Matrix(w.wv)),
-                named(layer("wo"), TensorData::Matrix(w.wo)),
-                named(layer("ffn_norm"), TensorData::Vector(w.ffn_norm)),
-                named(layer("w1"), TensorData::Matrix(w.w1)),
-                named(layer("w2"), TensorData::Matrix(w.w2)),
-                named(layer("w3"), TensorData::Matrix(w.w3)),
-            ]);
-        }
-        tensors.push(named(
-            "final_norm".into(),
-            TensorData::Vector(model.final_norm()),
-        ));
-        if !c.shared_classifier {
-            tensors.push(named(
-                "classifier".into(),
-                TensorData::Matrix(model.classifier()),
-            ));
-        }
-        Inspection {
+    pub fn of(model: &'a Model) -> Result<Inspection<'a>> {
+        let tensors = tensor_table(model.config())?
+            .iter()
+            .map(|info| Tensor {
+                name: info.full_name(),
+                data: tensor_data(model, info.kind, info.layer.unwrap_or(0)),
+            })
+            .collect();
+        Ok(Inspection {
             name: model.name().to_string(),
             format: model.format(),
-            config: *c,
+            config: *model.config(),
             tensors,
             file_size: model.file_size(),
-        }
+        })
     }
 
     /// Total number of parameters (a shared classifier counted once).
@@ -246,7 +225,7 @@ impl<'a> Inspection<'a> {
         }
         line(String::new());
         let mut header = format!(
-            "{:<20} {:>14} {:>8} {:>12} {:>12}",
+            "{:<34} {:>12} {:>8} {:>10} {:>10}",
             "tensor", "shape", "storage", "parameters", "bytes"
         );
         if stats {
@@ -256,7 +235,7 @@ impl<'a> Inspection<'a> {
         for t in &self.tensors {
             let shape: Vec<String> = t.shape().iter().map(usize::to_string).collect();
             let mut row = format!(
-                "{:<20} {:>14} {:>8} {:>12} {:>12}",
+                "{:<34} {:>12} {:>8} {:>10} {:>10}",
                 t.name,
                 shape.join(" x "),
                 t.storage(),
@@ -294,6 +273,26 @@ impl<'a> Inspection<'a> {
             c.seq_len
         ));
         out
+    }
+}
+
+/// The values of tensor `kind` (of layer `layer`, for the per-layer kinds), borrowed from the
+/// model.
+fn tensor_data(model: &Model, kind: TensorKind, layer: usize) -> TensorData<'_> {
+    let w = || model.layer(layer);
+    match kind {
+        TensorKind::TokenEmbedding => TensorData::Matrix(model.token_embedding()),
+        TensorKind::AttnNorm => TensorData::Vector(w().attn_norm),
+        TensorKind::Wq => TensorData::Matrix(w().wq),
+        TensorKind::Wk => TensorData::Matrix(w().wk),
+        TensorKind::Wv => TensorData::Matrix(w().wv),
+        TensorKind::Wo => TensorData::Matrix(w().wo),
+        TensorKind::FfnNorm => TensorData::Vector(w().ffn_norm),
+        TensorKind::W1 => TensorData::Matrix(w().w1),
+        TensorKind::W2 => TensorData::Matrix(w().w2),
+        TensorKind::W3 => TensorData::Matrix(w().w3),
+        TensorKind::FinalNorm => TensorData::Vector(model.final_norm()),
+        TensorKind::Classifier => TensorData::Matrix(model.classifier()),
     }
 }
 

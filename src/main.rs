@@ -536,7 +536,7 @@ fn inspect(args: &[OsString]) -> Result<(), Failure> {
         ));
     };
     let model = Model::open(path)?;
-    let report = llama2::inspect::Inspection::of(&model).report(stats);
+    let report = llama2::inspect::Inspection::of(&model)?.report(stats);
     emit(&mut io::stdout().lock(), report.as_bytes())?;
     Ok(())
 }

@@ -164,12 +164,15 @@ fn legacy_file_numbers_match_its_bytes() {
     let wq0 = f32s_at(&bytes, wq_start, d * d);
     let wq_end = wq_start + 4 * l * d * d;
     let wk2 = f32s_at(&bytes, wq_end + 4 * 2 * kv_dim * d, kv_dim * d);
-    assert_row_stats(&report, "token_embedding", &embedding);
-    assert_row_stats(&report, "layers.0.wq", &wq0);
-    assert_row_stats(&report, "layers.2.wk", &wk2);
-    assert_eq!(table_row(&report, "layers.2.wk")[1..4], ["32", "x", "64"]);
+    assert_row_stats(&report, "tok_embeddings.weight", &embedding);
+    assert_row_stats(&report, "layers.0.attention.wq.weight", &wq0);
+    assert_row_stats(&report, "layers.2.attention.wk.weight", &wk2);
     assert_eq!(
-        table_row(&report, "layers.2.wk")[5],
+        table_row(&report, "layers.2.attention.wk.weight")[1..4],
+        ["32", "x", "64"]
+    );
+    assert_eq!(
+        table_row(&report, "layers.2.attention.wk.weight")[5],
         (kv_dim * d).to_string()
     );
     assert!(report
@@ -204,11 +207,17 @@ fn int8_file_numbers_match_its_dequantized_bytes() {
     let wq_start = embedding_start + v * d + 4 * (v * d / gs);
     let wq_bytes = d * d + 4 * (d * d / gs);
     let wq3 = dequantized_at(&bytes, wq_start + 3 * wq_bytes, d * d, gs);
-    assert_row_stats(&report, "layers.1.ffn_norm", &ffn_norm1);
-    assert_row_stats(&report, "token_embedding", &embedding);
-    assert_row_stats(&report, "layers.3.wq", &wq3);
-    assert_eq!(table_row(&report, "layers.3.wq")[4], format!("int8/{gs}"));
-    assert_eq!(table_row(&report, "layers.3.wq")[6], wq_bytes.to_string());
+    assert_row_stats(&report, "layers.1.ffn_norm.weight", &ffn_norm1);
+    assert_row_stats(&report, "tok_embeddings.weight", &embedding);
+    assert_row_stats(&report, "layers.3.attention.wq.weight", &wq3);
+    assert_eq!(
+        table_row(&report, "layers.3.attention.wq.weight")[4],
+        format!("int8/{gs}")
+    );
+    assert_eq!(
+        table_row(&report, "layers.3.attention.wq.weight")[6],
+        wq_bytes.to_string()
+    );
 }
 
 /// A small random model with its own classifier, so that the classifier is a tensor of its own.
@@ -250,7 +259,7 @@ fn separate_classifier_is_listed_in_legacy_and_version_1_files() {
         // In both layouts the classifier is the last (vocab_size, dim) floats of the file.
         let n = c.vocab_size * c.dim;
         let classifier = f32s_at(&bytes, bytes.len() - 4 * n, n);
-        assert_row_stats(&report, "classifier", &classifier);
+        assert_row_stats(&report, "output.weight", &classifier);
         let version = if format == Format::Legacy {
             "legacy"
         } else {
@@ -268,14 +277,14 @@ fn library_totals_add_up_to_the_file() {
         write_float(&mut bytes, &tensors, format).unwrap();
         let size = bytes.len();
         let model = Model::from_bytes(bytes).unwrap();
-        let inspection = Inspection::of(&model);
+        let inspection = Inspection::of(&model).unwrap();
         let parts =
             inspection.header_bytes() + inspection.tensor_bytes() + inspection.unused_rope_bytes();
         assert_eq!(parts, size, "{format:?}");
         assert_eq!(inspection.tensors.len(), 1 + 9 * 2 + 1 + 1);
     }
     let model = Model::open(stories260k_q8()).unwrap();
-    let inspection = Inspection::of(&model);
+    let inspection = Inspection::of(&model).unwrap();
     assert_eq!(
         inspection.header_bytes() + inspection.tensor_bytes(),
         inspection.file_size
