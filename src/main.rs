@@ -7,6 +7,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use llama2::attention::{token_labels, AttentionMaps};
 use llama2::{convert, evaluate, top_k, Chat, Generator, Model, Sampler, Token, Tokenizer};
 
 const USAGE: &str = "\
@@ -14,6 +15,7 @@ Usage:   llama2 <checkpoint> [options]
          llama2 tokenize [-z <tokenizer>] [-i <text>]
          llama2 quantize <float checkpoint> <int8 output> [--group-size <int>]
          llama2 inspect <checkpoint> [--stats]
+         llama2 attention <checkpoint> [-z <tokenizer>] -i <text> -o <picture.svg>
 Example: llama2 model.bin -n 256 -i \"Once upon a time\"
 Options:
   -t <float>  temperature in [0,inf], default 1.0
@@ -33,6 +35,8 @@ Commands:
   tokenize    print the token ids of the text (BOS first), one line
   quantize    write an int8 (version 2) copy of a float checkpoint; the group size defaults
               to the largest of at most 64 that divides every row length
+  attention   draw the attention weights of every layer and head for the prompt's tokens
+              (at most 64, BOS included) as a grid of heat maps, an SVG file
   inspect     print the format, header and every tensor (shape, parameters, bytes) and the
               totals; --stats adds each tensor's mean, std and max|w|
 ";
@@ -86,6 +90,9 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
     if first == "inspect" {
         return inspect(&args[1..]);
+    }
+    if first == "attention" {
+        return attention(&args[1..]);
     }
     let checkpoint = first;
     if checkpoint.to_string_lossy().starts_with('-') {
@@ -538,5 +545,71 @@ fn inspect(args: &[OsString]) -> Result<(), Failure> {
     let model = Model::open(path)?;
     let report = llama2::inspect::Inspection::of(&model)?.report(stats);
     emit(&mut io::stdout().lock(), report.as_bytes())?;
+    Ok(())
+}
+
+/// `llama2 attention MODEL [-z TOKENIZER] -i TEXT -o FILE.svg`.
+fn attention(args: &[OsString]) -> Result<(), Failure> {
+    let usage = "llama2 attention <checkpoint> [-z <tokenizer>] -i <text> -o <picture.svg>";
+    let mut path = None;
+    let mut tokenizer_path = OsString::from("tokenizer.bin");
+    let (mut prompt, mut output) = (None, None);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if is_help(arg) {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        let flag = arg.to_string_lossy();
+        if !flag.starts_with('-') {
+            if path.replace(arg).is_some() {
+                return Err(Failure(format!(
+                    "attention: expected one checkpoint path: {usage}"
+                )));
+            }
+            continue;
+        }
+        if !["-z", "-i", "-o"].contains(&flag.as_ref()) {
+            return Err(Failure(format!(
+                "attention: unknown flag {flag} (run 'llama2 --help' for usage)"
+            )));
+        }
+        let value = rest
+            .next()
+            .ok_or_else(|| Failure(format!("flag {flag} needs a value")))?;
+        match flag.as_ref() {
+            "-z" => tokenizer_path = value.clone(),
+            "-i" => prompt = Some(bytes_of(value)),
+            _ => output = Some(value),
+        }
+    }
+    let Some(path) = path else {
+        return Err(Failure(format!(
+            "attention: missing checkpoint path: {usage}"
+        )));
+    };
+    let Some(prompt) = prompt else {
+        return Err(Failure(format!(
+            "attention: -i <text> is required: {usage}"
+        )));
+    };
+    let Some(output) = output else {
+        return Err(Failure(format!(
+            "attention: -o <picture.svg> is required: {usage}"
+        )));
+    };
+    let model = Model::open(path)?;
+    let tokenizer = Tokenizer::open(&tokenizer_path, model.config().vocab_size)?;
+    let maps = AttentionMaps::of_prompt(path.as_ref(), &tokenizer, &prompt).map_err(blame_flag)?;
+    let picture = maps.to_svg(&token_labels(&tokenizer, maps.tokens()));
+    std::fs::write(output, picture)
+        .map_err(|e| Failure(format!("-o: {}: {e}", output.to_string_lossy())))?;
+    println!(
+        "wrote {}: {} layers x {} heads, {} tokens",
+        output.to_string_lossy(),
+        maps.layers(),
+        maps.heads(),
+        maps.tokens().len()
+    );
     Ok(())
 }
