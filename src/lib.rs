@@ -66,6 +66,7 @@ pub mod model;
 pub mod params;
 #[doc(hidden)]
 pub mod quant;
+pub mod reference;
 pub mod sampler;
 pub(crate) mod storage;
 pub mod svg;
