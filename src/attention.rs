@@ -8,11 +8,13 @@
 //!
 //! The fast forward pass ([`crate::Model`]) keeps no attention weights: it overwrites them head
 //! by head. The maps come from a forward pass that reports them, an [`AttentionSource`], run
-//! position by position by [`AttentionMaps::record`].
+//! position by position by [`AttentionMaps::record`]: the plain one of [`crate::reference`]
+//! ([`ReferenceSource`]), which the tests hold to the fast one bit for bit.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::reference;
 use crate::svg::{Anchor, Svg, TextStyle};
 use crate::text::escape_piece;
 use crate::tokenizer::Tokenizer;
@@ -82,7 +84,15 @@ impl AttentionMaps {
                 tokens.len()
             )));
         }
-        let mut source = reference_source(path)?;
+        let mut source = ReferenceSource::open(path)?;
+        if tokens.len() > source.weights.config.seq_len {
+            return Err(Error::input(format!(
+                "the prompt is {} tokens, longer than the {}-position context of model {}",
+                tokens.len(),
+                source.weights.config.seq_len,
+                path.display()
+            )));
+        }
         AttentionMaps::record(&mut source, &tokens)
     }
 
@@ -211,22 +221,42 @@ impl AttentionMaps {
     }
 }
 
-/// SEAM: the forward pass that reports attention weights is the plain reference one
-/// (`crate::reference`, on its way to main in parallel); until it lands there is none to call.
-fn reference_source(path: &Path) -> Result<impl AttentionSource> {
-    struct Missing;
-    impl AttentionSource for Missing {
-        fn shape(&self) -> (usize, usize) {
-            (0, 0)
-        }
-        fn attend(&mut self, _: u32, _: usize) -> Result<Vec<Vec<Vec<f32>>>> {
-            Err(Error::input("attention weights need llama2::reference"))
-        }
+/// The plain forward pass of [`crate::reference`] as an [`AttentionSource`]: it returns every
+/// head's attention weights along with the logits. It copies the weights (dequantizing int8
+/// ones), so it suits the small models pictures are drawn for.
+pub struct ReferenceSource {
+    weights: reference::Weights,
+    cache: reference::KvCache,
+}
+
+impl ReferenceSource {
+    /// A source running `weights`, with an empty cache.
+    pub fn new(weights: reference::Weights) -> ReferenceSource {
+        let cache = reference::KvCache::new(&weights.config);
+        ReferenceSource { weights, cache }
     }
-    Err::<Missing, _>(Error::input(format!(
-        "{}: attention pictures need llama2::reference, which is not merged yet",
-        path.display()
-    )))
+
+    /// Read the checkpoint at `path` (any format) with the reference reader.
+    pub fn open(path: &Path) -> Result<ReferenceSource> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let weights = reference::parse(&bytes).map_err(|e| match e {
+            Error::Checkpoint { problem, .. } => {
+                Error::checkpoint(&path.display().to_string(), problem)
+            }
+            other => other,
+        })?;
+        Ok(ReferenceSource::new(weights))
+    }
+}
+
+impl AttentionSource for ReferenceSource {
+    fn shape(&self) -> (usize, usize) {
+        (self.weights.config.n_layers, self.weights.config.n_heads)
+    }
+
+    fn attend(&mut self, token: u32, pos: usize) -> Result<Vec<Vec<Vec<f32>>>> {
+        Ok(reference::forward(&self.weights, &mut self.cache, token, pos)?.attention)
+    }
 }
 
 /// A readable label for each token: its piece, quoted and escaped ([`escape_piece`]),
