@@ -148,8 +148,14 @@ impl AttentionMaps {
 
     /// The picture: one heat map per layer (rows of the grid) and head (columns), query
     /// positions down and key positions across, labelled with `labels` (one per token, e.g.
-    /// [`token_labels`]). Each cell's tooltip gives its exact weight.
+    /// [`token_labels`]; missing ones become `#position`). Each cell's tooltip gives its exact
+    /// weight.
     pub fn to_svg(&self, labels: &[String]) -> String {
+        // One label per position: positions without one are labelled by their number.
+        let labels: Vec<String> = (0..self.tokens.len())
+            .map(|i| labels.get(i).cloned().unwrap_or_else(|| format!("#{i}")))
+            .collect();
+        let labels = &labels[..];
         let layout = Layout::new(self.tokens.len(), labels);
         let (width, height) = layout.size(self.layers, self.heads);
         let mut svg = Svg::new(width, height);

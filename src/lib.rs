@@ -12,6 +12,9 @@
 //! * [`Generator`] is an iterator of [`Token`]s; [`Generator::text`] turns it into an iterator
 //!   of UTF-8 text chunks. [`Chat`] runs a Llama 2 chat turn by turn with a callback, and
 //!   [`evaluate`] scores a text.
+//! * Looking inside: [`inspect`] lists a checkpoint's tensors with their sizes and statistics,
+//!   [`Sampler::with_top_k`] keeps the most likely next tokens at every step, [`attention`]
+//!   draws every head's attention weights, and [`svg`] draws charts such as a loss curve.
 //!
 //! ```
 //! use llama2::{Generator, Model, Sampler, Tokenizer};

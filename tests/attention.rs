@@ -37,17 +37,22 @@ impl AttentionSource for MadeUp {
     }
 }
 
-#[test]
-fn record_puts_each_row_in_place_and_leaves_the_future_zero() {
-    let tokens = [1, 40, 41, 42, 43];
-    let maps = AttentionMaps::record(
+/// Maps of 2 layers of 3 heads from [`MadeUp`].
+fn made_up_maps(tokens: &[u32]) -> AttentionMaps {
+    AttentionMaps::record(
         &mut MadeUp {
             layers: 2,
             heads: 3,
         },
-        &tokens,
+        tokens,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn record_puts_each_row_in_place_and_leaves_the_future_zero() {
+    let tokens = [1, 40, 41, 42, 43];
+    let maps = made_up_maps(&tokens);
     assert_eq!(
         (maps.layers(), maps.heads(), maps.tokens()),
         (2, 3, &tokens[..])
@@ -186,14 +191,7 @@ fn picture_of_made_up_maps_is_well_formed_and_escaped() {
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let prompt = "a <b> & \"c\" 'd'\n\u{1}]]>";
     let tokens = tokenizer.encode(prompt.as_bytes(), true, false).unwrap();
-    let maps = AttentionMaps::record(
-        &mut MadeUp {
-            layers: 2,
-            heads: 3,
-        },
-        &tokens,
-    )
-    .unwrap();
+    let maps = made_up_maps(&tokens);
     let labels = token_labels(&tokenizer, &tokens);
     for (label, &id) in labels.iter().zip(&tokens) {
         assert_eq!(*label, escape_piece(tokenizer.piece(id).unwrap()));
@@ -201,6 +199,11 @@ fn picture_of_made_up_maps_is_well_formed_and_escaped() {
     assert!(labels.iter().any(|l| l.contains('<')) && labels.iter().any(|l| l.contains('&')));
     let svg = maps.to_svg(&labels);
     check_picture(&svg, &maps, &labels);
+    // Too few labels: the rest are numbered, nothing breaks.
+    let numbered: Vec<String> = (1..tokens.len()).map(|i| format!("#{i}")).collect();
+    let mut short = labels[..1].to_vec();
+    short.extend(numbered);
+    check_picture(&maps.to_svg(&labels[..1]), &maps, &short);
 }
 
 #[test]
