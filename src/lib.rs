@@ -12,6 +12,9 @@
 //! * [`Generator`] is an iterator of [`Token`]s; [`Generator::text`] turns it into an iterator
 //!   of UTF-8 text chunks. [`Chat`] runs a Llama 2 chat turn by turn with a callback, and
 //!   [`evaluate`] scores a text.
+//! * Looking inside: [`inspect`] lists a checkpoint's tensors with their sizes and statistics,
+//!   [`Sampler::with_top_k`] keeps the most likely next tokens at every step, [`attention`]
+//!   draws every head's attention weights, and [`svg`] draws charts such as a loss curve.
 //!
 //! ```
 //! use llama2::{Generator, Model, Sampler, Tokenizer};
@@ -50,6 +53,7 @@
 
 extern crate alloc;
 
+pub mod attention;
 pub mod bpe;
 #[cfg(feature = "capi")]
 pub mod capi;
@@ -58,6 +62,7 @@ pub mod convert;
 pub mod corpus;
 pub mod error;
 pub mod generate;
+pub mod inspect;
 #[doc(hidden)]
 pub mod kernels;
 pub mod math;
@@ -69,8 +74,10 @@ pub mod quant;
 pub mod reference;
 pub mod sampler;
 pub(crate) mod storage;
+pub mod svg;
 pub mod text;
 pub mod tokenizer;
+pub mod top_k;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: paths of the bundled files and running the binary.
 #![allow(dead_code)]
 
+pub mod xml;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
