@@ -1,6 +1,20 @@
-//! The SIMD int8 kernels against the plain ones (bit for bit), and the two roundings.
+//! The SIMD int8 kernels of every table against the plain ones (bit for bit), the threaded
+//! products built on them, and the two roundings of [`crate::quant`].
 
-use super::*;
+use super::{Isa, Kernels, MatmulScratch, Matrix};
+use crate::quant::*;
+
+/// `out = W xs` for the rows of `xs` (an int8 matrix), through the kernels `k` and threads.
+fn q8_matmul(k: &Kernels, out: &mut [f32], w: &Q8Matrix, xs: &[f32]) {
+    let m = xs.len() / w.cols;
+    let (xs_t, out_t) = MatmulScratch::lengths(m, w.cols, w.rows);
+    let mut scratch = MatmulScratch {
+        xs_t: vec![f32::NAN; xs_t],
+        out_t: vec![f32::NAN; out_t],
+        quantized: Vec::new(),
+    };
+    k.matmul_each([out], [&Matrix::Q8(*w)], xs, &mut scratch);
+}
 
 /// xorshift64: deterministic test data.
 struct Rng(u64);
@@ -110,11 +124,12 @@ fn every_kernel_matches_plain_bit_for_bit() {
                 let mut x = QuantizedVector::default();
                 x.quantize(&random_activations(&mut rng, cols, gs), gs);
                 let expected = plain_result(&w.view(), &x);
-                for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
-                    assert!(kernel.handles(&w.view()));
+                assert!(w.view().suits_simd_kernels());
+                for isa in Isa::available() {
                     let mut out = vec![f32::NAN; rows];
-                    kernel.rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
-                    let what = format!("{kernel:?} rows {rows} cols {cols} group {gs}");
+                    let kernels = Kernels::exact(isa);
+                    kernels.q8_rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
+                    let what = format!("{isa:?} rows {rows} cols {cols} group {gs}");
                     assert_same_bits(&out, &expected, &what);
                 }
             }
@@ -150,10 +165,11 @@ fn extreme_bytes_cannot_overflow_or_saturate() {
                 "{} vs {exact}",
                 expected[0]
             );
-            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            for isa in Isa::available() {
                 let mut out = vec![0.0; rows];
-                kernel.rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
-                assert_same_bits(&out, &expected, &format!("{kernel:?} weight {weight}"));
+                let kernels = Kernels::exact(isa);
+                kernels.q8_rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
+                assert_same_bits(&out, &expected, &format!("{isa:?} weight {weight}"));
             }
         }
     }
@@ -168,18 +184,10 @@ fn matmul_over_threads_matches_plain_rows() {
         let mut x = QuantizedVector::default();
         x.quantize(&floats, gs);
         let expected = plain_result(&w.view(), &x);
-        let mut via_matmul = vec![0.0; rows];
-        matmul(
-            &mut via_matmul,
-            &w.view(),
-            &floats,
-            &mut QuantizedVector::default(),
-        );
-        assert_same_bits(&via_matmul, &expected, "matmul");
-        for kernel in Kernel::ALL {
+        for isa in Isa::available() {
             let mut out = vec![0.0; rows];
-            matmul_quantized(kernel, &mut out, &w.view(), &x);
-            assert_same_bits(&out, &expected, &format!("{kernel:?}"));
+            q8_matmul(&Kernels::exact(isa), &mut out, &w.view(), &floats);
+            assert_same_bits(&out, &expected, &format!("{isa:?}"));
         }
     }
 }
@@ -202,10 +210,10 @@ fn batches_give_each_vector_what_it_gets_alone() {
                 })
                 .collect();
             let alone: Vec<Vec<f32>> = xs.iter().map(|x| plain_result(&w.view(), x)).collect();
-            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
-                let what = format!("{kernel:?} rows {rows} cols {cols} group {gs} batch {m}");
+            for isa in Isa::available() {
+                let what = format!("{isa:?} rows {rows} cols {cols} group {gs} batch {m}");
                 let mut out_t = vec![f32::NAN; rows * m];
-                matmul_quantized_batch(kernel, &mut out_t, &w.view(), &xs);
+                Kernels::exact(isa).q8_rows(&mut out_t, &w.view(), 0, &xs);
                 for (t, expected) in alone.iter().enumerate() {
                     let column: Vec<f32> = (0..rows).map(|i| out_t[i * m + t]).collect();
                     assert_same_bits(&column, expected, &what);
@@ -213,8 +221,7 @@ fn batches_give_each_vector_what_it_gets_alone() {
             }
             // The whole path: quantizing the batch, and putting the result in place.
             let mut out = vec![f32::NAN; m * rows];
-            let mut scratch = vec![0.0; m * rows];
-            matmul_batch(&mut out, &w.view(), &floats, &mut Vec::new(), &mut scratch);
+            q8_matmul(Kernels::detect(), &mut out, &w.view(), &floats);
             for (row, expected) in out.chunks_exact(rows).zip(&alone) {
                 assert_same_bits(row, expected, &format!("matmul_batch batch {m}"));
             }
@@ -226,10 +233,15 @@ fn batches_give_each_vector_what_it_gets_alone() {
 fn groups_of_other_sizes_fall_back_to_plain() {
     let mut rng = Rng(5);
     let w = OwnedQ8::random(&mut rng, 20, 66, 6);
-    assert!(w.view().rows_aligned_to_groups());
-    assert!(Kernel::ALL
-        .iter()
-        .all(|k| k.handles(&w.view()) == (*k == Kernel::Plain)));
+    assert!(w.view().rows_aligned_to_groups() && !w.view().suits_simd_kernels());
+    let mut x = QuantizedVector::default();
+    x.quantize(&random_activations(&mut rng, 66, 6), 6);
+    let expected = plain_result(&w.view(), &x);
+    for isa in Isa::available() {
+        let mut out = vec![f32::NAN; 20];
+        Kernels::exact(isa).q8_rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
+        assert_same_bits(&out, &expected, &format!("{isa:?}"));
+    }
 }
 
 /// Row `row` of `w` dequantized, times `x`, in f64.
@@ -258,7 +270,7 @@ fn straddling_groups_give_float_maths_on_dequantized_weights() {
         assert!(!w.view().rows_aligned_to_groups() || rows * cols < gs);
         let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
         let mut out = vec![0.0; rows];
-        matmul(&mut out, &w.view(), &x, &mut QuantizedVector::default());
+        q8_matmul(Kernels::detect(), &mut out, &w.view(), &x);
         for (row, &o) in out.iter().enumerate() {
             let reference = dequantized_dot(&w.view(), row, &x);
             assert!(
