@@ -5,8 +5,8 @@
 //! activations and the KV cache) lives in a [`State`], one per sequence.
 //!
 //! The forward pass reads top to bottom like the Llama 2 paper: embedding, then for each layer
-//! (`Model::transformer_block`) RMSNorm, Q/K/V, RoPE, attention, output projection, residual, RMSNorm,
-//! SwiGLU feed-forward, residual; then the final norm and the classifier. One body serves a
+//! (`Model::transformer_block`) RMSNorm, Q/K/V, RoPE, attention, output projection, residual,
+//! RMSNorm, SwiGLU feed-forward, residual; then the final norm and the classifier. One body serves a
 //! single position ([`Model::forward`]) and a batch of them ([`Model::forward_batch`]): every
 //! step takes `m` rows of activations, and `m = 1` when decoding.
 //!
