@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::{Matrix, Model};
 use crate::params::{Params, TensorKind};
 use crate::quant;
+use crate::rng::Rng;
 
 /// The weights of one transformer block as float slices.
 #[derive(Clone, Debug)]
@@ -168,7 +169,7 @@ impl<'a> FloatTensors<'a> {
     /// Random weights of the given shape, deterministic for a seed: uniform in
     /// `±1/sqrt(fan_in)` for matrices, near 1 for norms. For tests and benchmarks.
     pub fn random(config: Config, seed: u64) -> FloatTensors<'static> {
-        let mut rng = SplitRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut uniform = |n: usize, scale: f32| -> Cow<'static, [f32]> {
             Cow::Owned((0..n).map(|_| rng.symmetric() * scale).collect())
         };
@@ -250,19 +251,6 @@ impl<'a> FloatTensors<'a> {
             }
         }
         Ok(())
-    }
-}
-
-/// xorshift64 for made-up weights.
-struct SplitRng(u64);
-
-impl SplitRng {
-    /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 

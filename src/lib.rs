@@ -58,6 +58,7 @@ pub mod model;
 pub mod params;
 #[doc(hidden)]
 pub mod quant;
+pub mod rng;
 pub mod sampler;
 pub(crate) mod storage;
 pub mod text;
@@ -65,11 +66,11 @@ pub mod tokenizer;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
-pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
+pub use generate::{evaluate, Chat, Evaluation, Generator};
 pub use model::{Logits, Model, State};
 pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
-pub use text::{Text, Utf8Assembler};
+pub use text::{Text, Token, Utf8Assembler};
 pub use tokenizer::Tokenizer;
 
 /// The README's code must compile and run too.

@@ -16,25 +16,22 @@ fn q8_matmul(k: &Kernels, out: &mut [f32], w: &Q8Matrix, xs: &[f32]) {
     k.matmul_each([out], [&Matrix::Q8(*w)], xs, &mut scratch);
 }
 
-/// xorshift64: deterministic test data.
-struct Rng(u64);
+/// Deterministic test data.
+struct Rng(crate::rng::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    fn new(seed: u64) -> Rng {
+        Rng(crate::rng::Rng::new(seed))
     }
 
     /// Any `i8`, -128 included.
     fn i8(&mut self) -> i8 {
-        (self.next() >> 56) as u8 as i8
+        (self.0.next_u32() >> 24) as u8 as i8
     }
 
     /// Uniform in [-1, 1).
     fn f32(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        self.0.symmetric()
     }
 }
 
@@ -116,7 +113,7 @@ const SHAPES: &[(usize, &[usize])] = &[
 
 #[test]
 fn every_kernel_matches_plain_bit_for_bit() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     for &(cols, group_sizes) in SHAPES {
         for &gs in group_sizes {
             for rows in [1, 7, 8, 9, 15, 16, 17, 40, 100] {
@@ -177,7 +174,7 @@ fn extreme_bytes_cannot_overflow_or_saturate() {
 
 #[test]
 fn matmul_over_threads_matches_plain_rows() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     for &(rows, cols, gs) in &[(1000, 768, 64), (515, 172, 4), (333, 288, 32), (64, 64, 2)] {
         let w = OwnedQ8::random(&mut rng, rows, cols, gs);
         let floats = random_activations(&mut rng, cols, gs);
@@ -194,7 +191,7 @@ fn matmul_over_threads_matches_plain_rows() {
 
 #[test]
 fn batches_give_each_vector_what_it_gets_alone() {
-    let mut rng = Rng(0xba7c4);
+    let mut rng = Rng::new(0xba7c4);
     for &(rows, cols, gs) in &[(40, 768, 64), (17, 96, 48), (300, 64, 8), (9, 172, 4)] {
         let w = OwnedQ8::random(&mut rng, rows, cols, gs);
         for m in [1, 2, 3, 17] {
@@ -231,7 +228,7 @@ fn batches_give_each_vector_what_it_gets_alone() {
 
 #[test]
 fn groups_of_other_sizes_fall_back_to_plain() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let w = OwnedQ8::random(&mut rng, 20, 66, 6);
     assert!(w.view().rows_aligned_to_groups() && !w.view().suits_simd_kernels());
     let mut x = QuantizedVector::default();
@@ -257,7 +254,7 @@ fn dequantized_dot(w: &Q8Matrix, row: usize, x: &[f32]) -> f64 {
 
 #[test]
 fn straddling_groups_give_float_maths_on_dequantized_weights() {
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     // hidden_dim 172 with groups of 8 (stories260K-q8.bin's w2): rows start mid-group.
     for &(rows, cols, gs) in &[(64, 172, 8), (10, 30, 12), (5, 7, 3), (3, 5, 16)] {
         let w = OwnedQ8::random(&mut rng, rows, cols, gs.min(rows * cols));
@@ -311,7 +308,7 @@ fn weights_round_half_to_even_like_torch() {
 
 #[test]
 fn quantized_tensors_dequantize_within_half_a_step() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let w: Vec<f32> = (0..64 * 48).map(|_| rng.f32() * 3.0).collect();
     let q = quantize_tensor(&w, 16);
     let mut worst = 0.0f32;

@@ -6,6 +6,7 @@
 
 use super::exact::{transpose_tokens, TOKEN_BLOCK};
 use super::*;
+use crate::rng::Rng;
 
 /// `out = W x` for a float matrix, through the detected kernels and threads.
 fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -40,23 +41,16 @@ fn matmul_batch_each<const N: usize>(
     Kernels::detect().matmul_each(outs, matrices.each_ref(), xs, &mut scratch);
 }
 
-/// A small deterministic generator of test values in [-1, 1).
-pub(crate) struct TestRng(u64);
+/// Deterministic test values in [-1, 1).
+pub(crate) struct TestRng(Rng);
 
 impl TestRng {
     pub(crate) fn new(seed: u64) -> TestRng {
-        TestRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub(crate) fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        TestRng(Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1))
     }
 
     pub(crate) fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next_f32()).collect()
+        (0..n).map(|_| self.0.symmetric()).collect()
     }
 }
 
