@@ -243,8 +243,8 @@ impl Vector for Avx512 {
 exact::instantiate!(
     /// The exact kernels with AVX2: 8 rows (or tokens, or values) per register.
     avx2,
-    super::Avx2,
-    super::Avx2,
+    crate::kernels::x86::Avx2,
+    crate::kernels::x86::Avx2,
     4,
     #[target_feature(enable = "avx2")]
 );
@@ -253,8 +253,8 @@ exact::instantiate!(
     /// The exact kernels with AVX-512F: 16 per register, but 8 (in AVX2 registers, which
     /// AVX-512F includes) where 16 would waste lanes or thrash the cache.
     avx512,
-    super::Avx512,
-    super::Avx2,
+    crate::kernels::x86::Avx512,
+    crate::kernels::x86::Avx2,
     8,
     #[target_feature(enable = "avx512f")]
 );
