@@ -168,7 +168,7 @@ pub enum FileEntry {
 }
 
 /// Everything in the body of a checkpoint of format `format` for a model of shape `c`, in file
-/// order: the one description of each format's order, which reading ([`Checkpoint::parse`]),
+/// order: the one description of each format's order, which reading (`Checkpoint::parse`),
 /// writing (`crate::convert`) and [`crate::params`] share.
 ///
 /// * **legacy**: the embedding, then each kind of per-layer tensor for every layer (attention

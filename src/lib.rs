@@ -42,9 +42,10 @@
 //! A model opened with [`Model::open`] reads its weights straight from a memory map of the
 //! file, which must therefore not be truncated or rewritten while the model is alive.
 //!
-//! The modules `kernels` and `quant` (the arithmetic of the forward pass) are public so that
-//! benchmarks can reach them, but they are not part of the API: they trust their callers to pass
-//! slices of matching shapes.
+//! The modules [`kernels`] and [`quant`] hold the arithmetic of the forward pass; the module
+//! documentation of [`kernels`] shows how a step of the model reaches the loop that computes it.
+//! They are public for reading, testing and benchmarking, but their functions expect slices of
+//! matching shapes (and panic otherwise): the stable API is the rest of the crate.
 
 #![warn(missing_docs)]
 
@@ -52,11 +53,9 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod generate;
-#[doc(hidden)]
 pub mod kernels;
 pub mod model;
 pub mod params;
-#[doc(hidden)]
 pub mod quant;
 pub mod rng;
 pub mod sampler;

@@ -425,10 +425,10 @@ pub unsafe fn weighted_sum<V: Vector>(
 
 /// Output registers [`weighted_sum`] fills in one pass (a head of 128 values with
 /// AVX-512).
-const WEIGHTED_SUM_VECTORS: usize = 8;
+pub const WEIGHTED_SUM_VECTORS: usize = 8;
 
 /// How many rows ahead [`weighted_sum`] asks for the values it will read.
-const ROWS_AHEAD: usize = 8;
+pub const ROWS_AHEAD: usize = 8;
 
 /// The kernel of `Kernels::divide`, for vector type `V`.
 ///

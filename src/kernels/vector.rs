@@ -12,6 +12,8 @@
 /// Every method is `unsafe` because implementations use instructions the CPU may lack: call them
 /// only on a CPU that has the implementation's instruction set (see
 /// [`super::dispatch::Isa::is_supported`]).
+// The trait's `# Safety` section above is every method's.
+#[allow(clippy::missing_safety_doc)]
 pub trait Vector: Copy {
     /// Number of `f32` lanes (at most 16).
     const LANES: usize;
