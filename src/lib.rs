@@ -49,14 +49,21 @@
 
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+#[cfg(feature = "capi")]
+pub mod capi;
+
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod generate;
 pub mod kernels;
+pub mod math;
 pub mod model;
 pub mod params;
 pub mod quant;
+pub mod reference;
 pub mod rng;
 pub mod sampler;
 pub(crate) mod storage;
