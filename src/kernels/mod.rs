@@ -21,8 +21,8 @@
 //!
 //! ## From a model step to the loop that does it
 //!
-//! The query projection `q = Wq x` of a layer, on an AVX-512 CPU, takes five steps through
-//! three files (`ops.rs`, `dispatch.rs`, `exact.rs`; rayon's own calls and inlined helpers aside):
+//! The query projection `q = Wq x` of a layer, on an AVX-512 CPU, takes five steps (rayon's own
+//! calls and inlined helpers aside):
 //!
 //! 1. `Model`'s layer body calls [`Kernels::matmul_each`] (`ops.rs`) with `[Wq, Wk, Wv]`: the
 //!    input is prepared once (quantized for int8, transposed for a batch of positions);
