@@ -13,7 +13,10 @@
 //! The arithmetic itself lives in [`crate::kernels`], reached through the [`Kernels`] table the
 //! model picks when it is loaded.
 
-use std::collections::BTreeMap;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
+#[cfg(feature = "std")]
 use std::path::Path;
 
 use crate::checkpoint::{Checkpoint, Config, Format, TensorRange};
@@ -61,6 +64,7 @@ impl Model {
     ///
     /// The weights stay in the file's pages; nothing is copied. As with any memory map, the file
     /// must not be truncated or modified while the model is alive.
+    #[cfg(feature = "std")]
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let storage = Storage::map(path)?;
@@ -84,7 +88,7 @@ impl Model {
         Ok(Model {
             checkpoint,
             copied_scales,
-            kernels: *Kernels::detect(),
+            kernels: Kernels::detect(),
         })
     }
 
