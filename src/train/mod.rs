@@ -3,3 +3,4 @@
 pub mod checksum;
 pub mod data;
 pub mod options;
+pub mod state;
