@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use super::checksum::Checksum;
 use crate::error::{Error, Result};
+use crate::sampler::Rng;
 use crate::storage::Storage;
 
 /// One memory-mapped token file.
@@ -303,14 +304,18 @@ impl Stream {
     /// Pass `pass` of the random order: the shards shuffled, then each shard's windows, as
     /// llama2.c's `PretokDataset` does, from a generator seeded by the run's seed and the pass.
     fn shuffled_pass(&self, pass: u64) -> Vec<(usize, usize)> {
-        let mut rng = SplitMix64::new(self.seed ^ pass.wrapping_mul(0xA076_1D64_78BD_642F));
+        // Distinct (seed, pass) pairs give distinct nonzero xorshift states (odd multipliers are
+        // one-to-one), so every pass of every seed has its own order.
+        let state = (self.seed ^ pass.wrapping_mul(0xA076_1D64_78BD_642F))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(state.max(1));
         let mut parts = self.set.parts.clone();
-        rng.shuffle(&mut parts);
+        shuffle(&mut rng, &mut parts);
         let mut order = Vec::with_capacity(self.set.len());
         for part in parts {
             let start = order.len();
             order.extend((part.first..part.first + part.count).map(|w| (part.file, w)));
-            rng.shuffle(&mut order[start..]);
+            shuffle(&mut rng, &mut order[start..]);
         }
         order
     }
@@ -330,32 +335,15 @@ impl Stream {
     }
 }
 
-/// A small, fast, seedable generator (Steele, Lea and Flood's SplitMix64), for shuffling.
-struct SplitMix64(u64);
+/// A number in `0..n` (`0 < n <= 2^32`) from 32 random bits, by multiplying into the high bits.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    ((u64::from(rng.next_u32()) * n as u64) >> 32) as usize
+}
 
-impl SplitMix64 {
-    fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`), by multiplying into the high bits (bias below 2^-32 here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Fisher-Yates: every order equally likely.
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
+/// Fisher-Yates: every order equally likely.
+fn shuffle<T>(rng: &mut Rng, items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, below(rng, i + 1));
     }
 }
 

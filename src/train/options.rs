@@ -555,15 +555,6 @@ impl Settings {
                 "--data is required: a token file or a folder of .bin shards",
             ));
         }
-        if self.decay_lr
-            && self.lr_decay_iters() == self.warmup_iters
-            && self.max_iters > self.warmup_iters
-        {
-            return Err(Error::input(format!(
-                "--lr-decay-iters: the decay cannot end at step {} where the warmup ends",
-                self.warmup_iters
-            )));
-        }
         if self.min_lr > self.learning_rate {
             return Err(Error::input(format!(
                 "--min-lr: {} is above --learning-rate {}",
@@ -826,10 +817,6 @@ mod tests {
             ("--data d --out o --dim 100 --n-heads 3", "--n-heads"),
             ("--data d --out o --n-kv-heads 4", "--n-kv-heads"),
             ("--data d --out o --min-lr 1", "--min-lr"),
-            (
-                "--data d --out o --warmup-iters 10 --lr-decay-iters 10",
-                "--lr-decay-iters",
-            ),
             ("--data d --out o --init m.bin --dim 64", "--dim"),
             ("--data d --out o --eval-interval 0", "--eval-interval"),
             ("--data d --out o --threads 0", "--threads"),
