@@ -173,7 +173,7 @@ pub const FLAGS: &[Flag] = &[
     flag!(
         "data",
         "",
-        Fixed,
+        Tunable,
         "training tokens: a .bin file or a folder of .bin shards",
         |s, v| s.data = path(v)?,
         |s| show_path(&s.data)
@@ -181,7 +181,7 @@ pub const FLAGS: &[Flag] = &[
     flag!(
         "val",
         "",
-        Fixed,
+        Tunable,
         "validation tokens (default: the last 10% of --data's windows)",
         |s, v| s.val = path(v)?,
         |s| show_path(&s.val)
