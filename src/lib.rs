@@ -62,6 +62,7 @@ pub mod sampler;
 pub(crate) mod storage;
 pub mod text;
 pub mod tokenizer;
+pub mod train;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
