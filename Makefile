@@ -5,7 +5,7 @@ MODEL ?= tests/models/stories260K.bin
 TOKENIZER ?= tests/models/tok512.bin
 ARGS ?=
 
-.PHONY: build run test lint examples bench clean
+.PHONY: build run test lint examples bench train clean
 
 build:
 	$(CARGO) build --release
@@ -35,6 +35,33 @@ examples:
 # target/bench-models/ on first use). LLAMA2C_RUN=/path/to/llama2.c/run adds llama2.c's numbers.
 bench:
 	$(CARGO) bench --bench bench
+
+# Train a small model from scratch in a minute or two: sample a corpus of short stories from the
+# bundled stories260K, pretokenize it with its tokenizer, train, and tell a story with the result.
+# Everything goes to $(TRAIN_DIR); `make train TRAIN_ARGS="--max-iters 600"` trains longer.
+TRAIN_DIR ?= target/train-demo
+TRAIN_STORIES ?= 400
+TRAIN_ARGS ?=
+train: build
+	@mkdir -p $(TRAIN_DIR)
+	@echo "sampling $(TRAIN_STORIES) stories from $(MODEL) into $(TRAIN_DIR)/stories.txt"
+	@for seed in $$(seq 1 $(TRAIN_STORIES)); do \
+		./target/release/llama2 $(MODEL) -z $(TOKENIZER) -n 256 -t 1.0 -s $$seed 2>/dev/null | tr '\n' ' '; echo; \
+	done > $(TRAIN_DIR)/stories.txt
+	@if ./target/release/llama2 --help | grep -q "llama2 pretokenize"; then \
+		./target/release/llama2 pretokenize -z $(TOKENIZER) -o $(TRAIN_DIR)/stories.bin $(TRAIN_DIR)/stories.txt; \
+	else \
+		echo "(no pretokenize command in this build: tokenizing line by line)"; \
+		while IFS= read -r line; do ./target/release/llama2 tokenize -z $(TOKENIZER) -i "$$line"; done \
+			< $(TRAIN_DIR)/stories.txt | LC_ALL=C awk '{for (i = 1; i <= NF; i++) printf "%c%c", $$i % 256, int($$i / 256)}' \
+			> $(TRAIN_DIR)/stories.bin; \
+	fi
+	@rm -rf $(TRAIN_DIR)/run
+	./target/release/llama2 train --data $(TRAIN_DIR)/stories.bin --out $(TRAIN_DIR)/run \
+		--vocab-size 512 --dim 64 --n-layers 4 --n-heads 4 --max-seq-len 128 \
+		--batch-size 16 --gradient-accumulation-steps 1 --learning-rate 3e-3 --warmup-iters 30 \
+		--max-iters 300 --eval-interval 50 --eval-iters 4 --dropout 0.0 $(TRAIN_ARGS)
+	./target/release/llama2 $(TRAIN_DIR)/run/model.bin -z $(TOKENIZER) -n 200 -t 0.8 -i "Once upon a time"
 
 clean:
 	$(CARGO) clean
