@@ -138,7 +138,7 @@ fn check_tokens(flag: &str, file: &TokenFile, vocab_size: usize) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::input(format!("{flag} {name}: the file is empty")));
     }
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(Error::input(format!(
             "{flag} {name}: {} bytes is not a whole number of u16 token ids",
             bytes.len()

@@ -516,19 +516,19 @@ impl Settings {
     /// rounded up to a multiple of `--multiple-of`. Errors for heads that do not divide the width.
     pub fn new_model_config(&self) -> Result<Config> {
         let n_kv_heads = self.n_kv_heads.unwrap_or(self.n_heads);
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(Error::input(format!(
                 "--n-heads: {} heads do not divide --dim {}",
                 self.n_heads, self.dim
             )));
         }
-        if (self.dim / self.n_heads) % 2 != 0 {
+        if !(self.dim / self.n_heads).is_multiple_of(2) {
             return Err(Error::input(format!(
                 "--n-heads: a head's width (--dim / --n-heads = {}) must be even for rotary embeddings",
                 self.dim / self.n_heads
             )));
         }
-        if n_kv_heads > self.n_heads || self.n_heads % n_kv_heads != 0 {
+        if n_kv_heads > self.n_heads || !self.n_heads.is_multiple_of(n_kv_heads) {
             return Err(Error::input(format!(
                 "--n-kv-heads: {n_kv_heads} must divide --n-heads {}",
                 self.n_heads

@@ -221,7 +221,10 @@ fn starting_params(settings: &Settings) -> Result<(Params, String)> {
 }
 
 /// The training and validation windows, checked against the batch size.
-fn open_data(settings: &Settings, config: &Config) -> Result<(WindowSet, Option<WindowSet>, u64, Option<u64>)> {
+fn open_data(
+    settings: &Settings,
+    config: &Config,
+) -> Result<(WindowSet, Option<WindowSet>, u64, Option<u64>)> {
     let (t, b, vocab) = (settings.max_seq_len, settings.batch_size, config.vocab_size);
     let data_path = settings.data.as_ref().expect("checked by Settings::check");
     let data = Corpus::open("--data", data_path, t, vocab)?;
@@ -276,7 +279,11 @@ fn truncate_log(path: &Path, step: usize) -> Result<()> {
     };
     let mut kept = format!("{LOG_HEADER}\n");
     for line in text.lines().skip(1) {
-        match line.split('\t').next().and_then(|s| s.parse::<usize>().ok()) {
+        match line
+            .split('\t')
+            .next()
+            .and_then(|s| s.parse::<usize>().ok())
+        {
             Some(row) if row <= step => {
                 kept.push_str(line);
                 kept.push('\n');
@@ -294,7 +301,13 @@ struct Evaluator {
 }
 
 impl Evaluator {
-    fn mean_loss(&mut self, params: &Params, ws: &mut Workspace, x: &mut [u16], y: &mut [u16]) -> Result<f32> {
+    fn mean_loss(
+        &mut self,
+        params: &Params,
+        ws: &mut Workspace,
+        x: &mut [u16],
+        y: &mut [u16],
+    ) -> Result<f32> {
         let mut sum = 0.0f64;
         for k in 0..self.batches {
             self.stream.batch((k * ws.batch()) as u64, x, y);
@@ -352,7 +365,11 @@ pub fn run(options: &TrainOptions, mut progress: impl FnMut(Progress)) -> Result
         }
     };
     let config = *params.config();
-    let (b, t, accum) = (settings.batch_size, settings.max_seq_len, settings.gradient_accumulation_steps);
+    let (b, t, accum) = (
+        settings.batch_size,
+        settings.max_seq_len,
+        settings.gradient_accumulation_steps,
+    );
     if t > config.seq_len {
         return Err(Error::input(format!(
             "--max-seq-len {t}: longer than the model's context of {} positions",
@@ -393,7 +410,9 @@ pub fn run(options: &TrainOptions, mut progress: impl FnMut(Progress)) -> Result
         train_windows: train.len(),
         val_windows: val.as_ref().map_or(0, WindowSet::len),
         val_held_out: settings.val.is_none() && val.is_some(),
-        eval_batches: val.as_ref().map_or(0, |v| settings.eval_iters.min(v.len() / b)),
+        eval_batches: val
+            .as_ref()
+            .map_or(0, |v| settings.eval_iters.min(v.len() / b)),
         tokens_per_step: b * t * accum,
         first_step: start_step + 1,
     };
@@ -460,7 +479,7 @@ pub fn run(options: &TrainOptions, mut progress: impl FnMut(Progress)) -> Result
         let eta = started
             .elapsed()
             .mul_f64((max_iters - step) as f64 / (step - start_step) as f64);
-        let evaluate = step % trainer.settings.eval_interval == 0 || step == max_iters;
+        let evaluate = step.is_multiple_of(trainer.settings.eval_interval) || step == max_iters;
         trainer.finish_step(&mut row, Some(eta), evaluate)?;
     }
     Ok(Summary {
@@ -514,7 +533,15 @@ impl Trainer<'_> {
             self.position.windows_seen += s.batch_size as u64;
             let dropout = Dropout::for_step(s.dropout, s.seed, step as u64, micro as u64);
             let (x, y) = (&self.x, &self.y);
-            let loss = forward_backward(&self.params, &mut self.grads, &mut self.ws, x, y, dropout, 1.0 / accum as f32)?;
+            let loss = forward_backward(
+                &self.params,
+                &mut self.grads,
+                &mut self.ws,
+                x,
+                y,
+                dropout,
+                1.0 / accum as f32,
+            )?;
             loss_sum += f64::from(loss);
         }
         let train_loss = (loss_sum / accum as f64) as f32;
@@ -545,13 +572,22 @@ impl Trainer<'_> {
 
     /// Evaluate (when `evaluate`), log the row, and save: `model.bin` first, then the state that
     /// records it, so that a kill between the two only repeats work.
-    fn finish_step(&mut self, row: &mut LogRow, eta: Option<Duration>, evaluate: bool) -> Result<()> {
+    fn finish_step(
+        &mut self,
+        row: &mut LogRow,
+        eta: Option<Duration>,
+        evaluate: bool,
+    ) -> Result<()> {
         let mut save_model = false;
         if evaluate {
             if let Some(e) = self.evaluator.as_mut() {
                 let val_loss = e.mean_loss(&self.params, &mut self.ws, &mut self.x, &mut self.y)?;
                 row.val_loss = Some(val_loss);
-                if self.position.best_val_loss.is_none_or(|best| val_loss < best) {
+                if self
+                    .position
+                    .best_val_loss
+                    .is_none_or(|best| val_loss < best)
+                {
                     self.position.best_val_loss = Some(val_loss);
                     save_model = true;
                 }
@@ -569,7 +605,13 @@ impl Trainer<'_> {
                 (self.progress)(Progress::SavedModel(row.step));
             }
             self.position.adam_step = self.adam.step_count();
-            state::save(&self.files.state, &self.position, &self.params, self.adam.m(), self.adam.v())?;
+            state::save(
+                &self.files.state,
+                &self.position,
+                &self.params,
+                self.adam.m(),
+                self.adam.v(),
+            )?;
         }
         Ok(())
     }
