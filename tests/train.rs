@@ -49,6 +49,15 @@ fn tiny(data: &Path) -> Vec<String> {
     args
 }
 
+/// Arguments that fine-tune stories260K on `data` into `out`, then `flags` (split at spaces).
+fn fine_tune(data: &Path, out: &Path, flags: &str) -> Vec<String> {
+    let mut args = vec!["--init".to_string(), stories260k().display().to_string()];
+    args.extend(["--data".into(), data.display().to_string()]);
+    args.extend(out_arg(out));
+    args.extend(flags.split_whitespace().map(String::from));
+    args
+}
+
 fn train(args: &[String], extra: &[&str]) -> std::process::Output {
     let mut all: Vec<&str> = vec!["train"];
     all.extend(args.iter().map(String::as_str));
@@ -149,27 +158,9 @@ fn the_first_evaluation_is_the_inference_forward_passs_loss() {
     write_tokens(&tmp.path("val.bin"), &val);
     let data = stories_file(&tmp);
     let run = tmp.path("run");
-    let output = llama2_str(&[
-        "train",
-        "--init",
-        stories260k().to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--val",
-        tmp.path("val.bin").to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--order",
-        "sequential",
-        "--batch-size",
-        "3",
-        "--max-seq-len",
-        "40",
-        "--eval-iters",
-        "2",
-        "--max-iters",
-        "0",
-    ]);
+    let val_flag = format!("--val {}", tmp.path("val.bin").display());
+    let flags = "--order sequential --batch-size 3 --max-seq-len 40 --eval-iters 2 --max-iters 0";
+    let output = train(&fine_tune(&data, &run, &format!("{val_flag} {flags}")), &[]);
     assert_ok(&output);
     let logged: f64 = log_rows(&run)[1][4].parse().unwrap();
     // Sequential order: the two batches are windows 0..6, window i being tokens [40i, 40i + 40].
@@ -307,32 +298,10 @@ fn fine_tuning_keeps_the_checkpoints_shape_and_always_saves_when_asked() {
     let tmp = TempDir::new("train-init");
     let data = stories_file(&tmp);
     let run = tmp.path("run");
-    let output = llama2_str(&[
-        "train",
-        "--init",
-        stories260k().to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--batch-size",
-        "4",
-        "--max-seq-len",
-        "64",
-        "--gradient-accumulation-steps",
-        "1",
-        "--max-iters",
-        "4",
-        "--eval-interval",
-        "2",
-        "--eval-iters",
-        "1",
-        "--learning-rate",
-        "1e-4",
-        "--warmup-iters",
-        "0",
-        "--always-save-checkpoint",
-    ]);
+    let flags = "--batch-size 4 --max-seq-len 64 --gradient-accumulation-steps 1 --max-iters 4 \
+                 --eval-interval 2 --eval-iters 1 --learning-rate 1e-4 --warmup-iters 0 \
+                 --always-save-checkpoint";
+    let output = train(&fine_tune(&data, &run, flags), &[]);
     assert_ok(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("saved model.bin").count(), 3, "{stderr}");
@@ -401,13 +370,7 @@ fn bad_input_is_refused_before_training() {
     };
     let s = |p: PathBuf| p.display().to_string();
     let init = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = vec![
-            "--init".into(),
-            s(stories260k()),
-            "--data".into(),
-            s(data.clone()),
-        ];
-        a.extend(out_arg(&out));
+        let mut a = fine_tune(&data, &out, "");
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };

@@ -604,6 +604,7 @@ impl Trainer<'_> {
                 self.params.save(&self.files.model, Format::Legacy)?;
                 (self.progress)(Progress::SavedModel(row.step));
             }
+            // TODO(lead): when src/svg.rs (branch inspect) is on main, draw DIR/loss.svg from log.tsv here.
             self.position.adam_step = self.adam.step_count();
             state::save(
                 &self.files.state,
