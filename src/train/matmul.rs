@@ -6,6 +6,7 @@
 //! the thread count), with no blocking for caches: the reference that faster kernels are
 //! measured against. [`super::linear`] chooses which implementation the model uses.
 
+use super::vector::{axpy, dot};
 use crate::kernels::parallel::for_each_row_group;
 
 /// `out (m, n) [+]= a (m, k) * b (n, k)^T`: each output is a dot product of two rows.
@@ -84,28 +85,4 @@ fn check_shapes(out: &[f32], a: &[f32], b: &[f32], out_len: usize, a_len: usize,
     assert_eq!(out.len(), out_len, "matmul: output length");
     assert_eq!(a.len(), a_len, "matmul: left operand length");
     assert_eq!(b.len(), b_len, "matmul: right operand length");
-}
-
-/// Dot product with eight partial sums, which the compiler keeps in vector registers.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (a8, a_tail) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_tail) = b.split_at(a8.len());
-    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        sum += x * y;
-    }
-    sum
-}
-
-/// `y += alpha * x`.
-fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
 }

@@ -52,6 +52,7 @@ mod model;
 pub mod ops;
 mod optim;
 mod par;
+mod vector;
 
 pub use dropout::{Dropout, Mask};
 pub use init::{init_params, standard_normal};

@@ -231,13 +231,13 @@ fn attention_check(dropout: f32) {
     let mask = Dropout::for_step(dropout, 5, 0, 0).mask(1);
     let forward = |q: &[f32], k: &[f32], v: &[f32]| {
         let (mut y, mut lse) = (vec![0.0; q.len()], vec![0.0; n * s.heads]);
-        let mut scratch = vec![0.0; 2 * n * s.heads];
+        let mut scratch = vec![0.0; s.scratch_len()];
         ops::attention_forward(&mut y, &mut lse, &mut scratch, q, k, v, s, mask);
         (y, lse)
     };
     let (_, lse) = forward(&q, &k, &v);
     let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
-    let mut scratch = vec![0.0; 2 * n * s.heads];
+    let mut scratch = vec![0.0; s.scratch_len()];
     ops::attention_backward(
         &mut d_q,
         &mut d_k,
@@ -277,7 +277,7 @@ fn attention_is_causal_softmax_attention() {
     let q = [0.5f32, -1.0, 1.0, 0.25, -0.5, 2.0];
     let k = [1.0f32, 0.0, 0.5, 1.5, -1.0, 0.75];
     let v = [1.0f32, 2.0, 3.0, -1.0, 0.5, 0.5];
-    let (mut y, mut lse, mut scratch) = ([0.0f32; 6], [0.0f32; 3], [0.0f32; 6]);
+    let (mut y, mut lse, mut scratch) = ([0.0f32; 6], [0.0f32; 3], vec![0.0f32; s.scratch_len()]);
     ops::attention_forward(
         &mut y,
         &mut lse,
