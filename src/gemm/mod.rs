@@ -465,14 +465,23 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default>(
     let strips = nc.div_ceil(nr);
     packed.clear();
     packed.resize(strips * nr * kc_padded, P::default());
+    // Step `p` of column `j` goes to group `p / group`, place `p % group`.
+    let at = |p: usize, j: usize| (p / group * nr + j) * group + p % group;
     for (s, strip) in packed.chunks_exact_mut(nr * kc_padded).enumerate() {
-        let cols = nr.min(nc - s * nr);
-        for j in 0..cols {
-            let col = j0 + s * nr + j;
+        let (col0, cols) = (j0 + s * nr, nr.min(nc - s * nr));
+        // Read `b` along whichever direction it is contiguous in.
+        if b.cs == 1 {
             for p in 0..kc {
-                // Step `p` is in group `p / group`, at place `p % group` of column `j`.
-                let at = (p / group * nr + j) * group + p % group;
-                strip[at] = convert(b.data[(p0 + p) * b.rs + col * b.cs]);
+                let row = &b.data[(p0 + p) * b.rs + col0..][..cols];
+                for (j, &x) in row.iter().enumerate() {
+                    strip[at(p, j)] = convert(x);
+                }
+            }
+        } else {
+            for j in 0..cols {
+                for p in 0..kc {
+                    strip[at(p, j)] = convert(b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                }
             }
         }
     }
@@ -489,75 +498,129 @@ fn run<K: Kernel>(kernel: &K, problem: &mut Problem<K::A>)
 where
     Buffers<K::Packed, K::A>: ThreadBuffers,
 {
-    let Problem { m, k, n, .. } = *problem;
-    let band_rows = band_rows::<K>(m, k, n);
-    let (a, b, accumulate) = (problem.a, problem.b, problem.accumulate);
-    for_each_band(problem.out, band_rows * n, m * n * k, |band, out| {
-        let row0 = band * band_rows;
-        let rows = out.len() / n;
+    let Problem {
+        m,
+        k,
+        n,
+        a,
+        b,
+        accumulate,
+        ..
+    } = *problem;
+    if k == 0 {
+        if !accumulate {
+            problem.out.fill(0.0);
+        }
+        return;
+    }
+    let (task_rows, task_cols) = task_shape::<K>(m, n);
+    let col_tasks = n.div_ceil(task_cols);
+    let out = SharedOut(problem.out.as_mut_ptr());
+    for_each_task(m.div_ceil(task_rows) * col_tasks, m * n * k, |task| {
+        let (row0, col0) = (task / col_tasks * task_rows, task % col_tasks * task_cols);
+        let block = Block {
+            row0,
+            rows: task_rows.min(m - row0),
+            col0,
+            cols: task_cols.min(n - col0),
+        };
         Buffers::with(|buffers| {
-            compute_band(kernel, buffers, out, a, b, row0, rows, k, n, accumulate)
+            // SAFETY: tasks cover disjoint blocks of the `m x n` output, which `out` points
+            // at (`Problem::new` checked its length), and each writes only inside its own.
+            unsafe { compute_block(kernel, buffers, out, n, a, b, block, k, accumulate) }
         });
     });
 }
 
-/// Rows per task: enough tasks for every thread to get several (so they finish together), each
-/// at most 16 tiles tall (so a band's rows of `a` for one `KC` block stay in L2).
-fn band_rows<K: Kernel>(m: usize, _k: usize, _n: usize) -> usize {
-    let tasks = 4 * thread_count();
-    m.div_ceil(tasks)
-        .next_multiple_of(K::MR)
-        .clamp(K::MR, 16 * K::MR)
-}
+/// The output matrix, written by several tasks at once, each in its own block.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
 
-/// Rows `row0..row0 + rows` of the output, all columns: `out` is that band.
-#[allow(clippy::too_many_arguments)]
-fn compute_band<K: Kernel>(
-    kernel: &K,
-    buffers: &mut Buffers<K::Packed, K::A>,
-    out: &mut [f32],
-    a: View<K::A>,
-    b: View<K::A>,
+// SAFETY: tasks write disjoint blocks of the output through it (see `run`), and the slice it
+// comes from stays borrowed until they are all done.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+/// A block of the output: rows `row0..row0 + rows`, columns `col0..col0 + cols`.
+#[derive(Clone, Copy)]
+struct Block {
     row0: usize,
     rows: usize,
+    col0: usize,
+    cols: usize,
+}
+
+/// Rows and columns of a task's block: all the output with one thread; else about four tasks
+/// per thread (so they finish together), cut along the rows or along the columns. Cutting rows
+/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task);
+/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less.
+fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
+    let threads = thread_count();
+    if threads == 1 {
+        return (m, n);
+    }
+    let tasks = 4 * threads;
+    let row_bands = m.div_ceil(K::MR).min(tasks);
+    let col_blocks = n.div_ceil(K::NR).min(tasks);
+    if 2 * row_bands * n <= col_blocks * m {
+        (m.div_ceil(row_bands).next_multiple_of(K::MR), n)
+    } else {
+        (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))
+    }
+}
+
+/// One task: `out`'s `block`, over all of `k`. `ldo` is the output's row length (`n`).
+///
+/// # Safety
+///
+/// `out` points at an `m x ldo` output in which `block` lies, and no other thread touches the
+/// block meanwhile; `a` and `b` hold the product's operands (checked by `Problem::new`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn compute_block<K: Kernel>(
+    kernel: &K,
+    buffers: &mut Buffers<K::Packed, K::A>,
+    out: SharedOut,
+    ldo: usize,
+    a: View<K::A>,
+    b: View<K::A>,
+    block: Block,
     k: usize,
-    n: usize,
     accumulate: bool,
 ) {
-    if k == 0 {
-        if !accumulate {
-            out.fill(0.0);
-        }
-        return;
-    }
-    for j0 in (0..n).step_by(NC) {
-        let nc = NC.min(n - j0);
+    let Block {
+        row0,
+        rows,
+        col0,
+        cols,
+    } = block;
+    for j0 in (col0..col0 + cols).step_by(NC) {
+        let nc = NC.min(col0 + cols - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             kernel.pack_b(&mut buffers.b, b, p0, kc, j0, nc);
             let strip_len = buffers.b.len() / nc.div_ceil(K::NR);
-            for i in (0..rows).step_by(K::MR) {
-                let tile_rows = K::MR.min(rows - i);
-                let (a_ptr, a_rs, a_cs) =
-                    kernel.a_tile(&mut buffers.a, a, row0 + i, tile_rows, p0, kc);
+            for i in (row0..row0 + rows).step_by(K::MR) {
+                let tile_rows = K::MR.min(row0 + rows - i);
+                let (a_ptr, a_rs, a_cs) = kernel.a_tile(&mut buffers.a, a, i, tile_rows, p0, kc);
                 for (s, strip) in buffers.b.chunks_exact(strip_len).enumerate() {
                     let col = j0 + s * K::NR;
                     let tile = Tile {
                         rows: tile_rows,
-                        cols: K::NR.min(n - col),
+                        cols: K::NR.min(j0 + nc - col),
                         kc,
                         a: a_ptr,
                         a_rs,
                         a_cs,
                         b: strip.as_ptr(),
-                        out: out[i * n + col..].as_mut_ptr(),
-                        ldo: n,
+                        out: out.0.wrapping_add(i * ldo + col),
+                        ldo,
                         load: accumulate || p0 > 0,
                     };
                     // SAFETY: `run` was given this kernel only if the CPU has its instructions
-                    // (`Isa::or_plain`); the tile's rows and columns are inside the band and the
-                    // matrices (`Problem::new` checked the slices against the shape), and the
-                    // strip holds `kc` (rounded up to a pair) steps of `NR` values.
+                    // (`Isa::or_plain`); the tile lies in the task's block of the output and in
+                    // the operands (the caller's guarantees), and the strip holds `kc` (rounded
+                    // up to a pair) steps of `NR` values.
                     unsafe { kernel.tile(&tile) };
                 }
             }
@@ -602,30 +665,22 @@ thread_buffers!(BUFFERS_BF16_AS_F32, f32, u16);
 /// Below this many multiply-adds a product runs on the calling thread.
 const MIN_PARALLEL_WORK: usize = 1 << 18;
 
-/// Call `f(band, chunk)` for consecutive chunks of `band_len` values of `out`, on all threads
-/// when `work` (multiply-adds) is worth it. Each chunk is written by one call only.
-fn for_each_band(
-    out: &mut [f32],
-    band_len: usize,
-    work: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) {
+/// Call `f(task)` for every task `0..tasks`, on all threads when `work` (multiply-adds) is
+/// worth it.
+fn for_each_task(tasks: usize, work: usize, f: impl Fn(usize) + Sync) {
     #[cfg(feature = "parallel")]
-    if work >= MIN_PARALLEL_WORK && thread_count() > 1 {
+    if work >= MIN_PARALLEL_WORK && tasks > 1 && thread_count() > 1 {
         use rayon::prelude::*;
-        out.par_chunks_mut(band_len)
-            .enumerate()
-            .for_each(|(i, chunk)| f(i, chunk));
+        (0..tasks).into_par_iter().for_each(&f);
         return;
     }
     let _ = work;
-    for (i, chunk) in out.chunks_mut(band_len).enumerate() {
-        f(i, chunk);
-    }
+    (0..tasks).for_each(f);
 }
 
-/// Threads the work is spread over (1 without the `parallel` feature).
-fn thread_count() -> usize {
+/// Threads the products are spread over: rayon's (`RAYON_NUM_THREADS`), 1 without the
+/// `parallel` feature.
+pub fn thread_count() -> usize {
     #[cfg(feature = "parallel")]
     {
         rayon::current_num_threads()

@@ -65,32 +65,20 @@ pub(crate) unsafe fn tile<V: Lanes, A: Operand, const MR: usize, const NV: usize
     t: &Tile<A, f32>,
     order: Order,
 ) {
-    let nr = NV * V::N;
     // SAFETY (whole body): the caller guarantees the CPU features and that every pointer below
     // stays inside the tile it described.
     unsafe {
         let mut acc = load::<V, A, f32, MR, NV>(t);
-        // One step of `k`: a row of the strip times a column of `a`.
-        let step = |acc: &mut [[V; NV]; MR], p: usize| {
-            let bp = t.b.add(p * nr);
-            let bv: [V; NV] = std::array::from_fn(|v| V::load(bp.add(v * V::N)));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let a = V::splat((*t.a.add(i * t.a_rs + p * t.a_cs)).to_f32());
-                for (sum, &b) in row.iter_mut().zip(&bv) {
-                    *sum = sum.mul_add(a, b);
-                }
-            }
-        };
         match order {
             Order::InOrder => {
                 for p in 0..t.kc {
-                    step(&mut acc, p);
+                    step::<V, A, MR, NV>(&mut acc, t, p);
                 }
             }
             Order::OddFirst => {
                 for pair in 0..t.kc / 2 {
-                    step(&mut acc, 2 * pair + 1);
-                    step(&mut acc, 2 * pair);
+                    step::<V, A, MR, NV>(&mut acc, t, 2 * pair + 1);
+                    step::<V, A, MR, NV>(&mut acc, t, 2 * pair);
                 }
                 if t.kc % 2 == 1 {
                     // The missing odd partner is a zero product, added first like any other.
@@ -98,11 +86,36 @@ pub(crate) unsafe fn tile<V: Lanes, A: Operand, const MR: usize, const NV: usize
                     for sum in acc.iter_mut().flatten() {
                         *sum = sum.mul_add(zero, zero);
                     }
-                    step(&mut acc, t.kc - 1);
+                    step::<V, A, MR, NV>(&mut acc, t, t.kc - 1);
                 }
             }
         }
         store(&acc, t);
+    }
+}
+
+/// One step `p` of `k`: a row of the strip times a column of `a`, into the sums.
+///
+/// # Safety
+///
+/// As [`tile`], and `p < t.kc`.
+#[inline(always)]
+unsafe fn step<V: Lanes, A: Operand, const MR: usize, const NV: usize>(
+    acc: &mut [[V; NV]; MR],
+    t: &Tile<A, f32>,
+    p: usize,
+) {
+    // SAFETY: the caller guarantees the CPU features and that step `p` of the strip and of the
+    // tile's rows of `a` are in bounds.
+    unsafe {
+        let bp = t.b.add(p * NV * V::N);
+        let bv: [V; NV] = std::array::from_fn(|v| V::load(bp.add(v * V::N)));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let a = V::splat((*t.a.add(i * t.a_rs + p * t.a_cs)).to_f32());
+            for (sum, &b) in row.iter_mut().zip(&bv) {
+                *sum = sum.mul_add(a, b);
+            }
+        }
     }
 }
 
