@@ -6,10 +6,17 @@
 //! the linear layers of the two training shapes of the project (stories15M at B x T = 8 x 256,
 //! the stories260K recipe at 32 x 512), it prints GFLOP/s of the forward product (`nt`), the
 //! input gradient (`nn`) and the weight gradient (`tn`), in f32 and bf16 on each instruction
-//! set, and the share of the peak of the best path. Each figure is the fastest of repeated
-//! calls (the machine is shared, so the fastest is the least disturbed).
+//! set, and the share of the peak of the best path.
 //!
-//! `RAYON_NUM_THREADS` sets the threads (default: all cores). `BENCH_GEMM_ISAS` picks
+//! Times are **CPU time** (the run time the kernel's scheduler counted for this process's
+//! threads, from `/proc/self/task/*/schedstat`) divided by the thread count, not wall time, so
+//! that other processes on a shared machine do not count against us: GFLOP/s is what the cores
+//! would do if they were ours alone (and only an estimate where threads wait on each other,
+//! which costs no CPU time). Each figure is the fastest of repeated calls. Without
+//! `/proc` (not Linux), wall time is used.
+//!
+//! `RAYON_NUM_THREADS` sets the threads (default: all cores); `BENCH_GEMM_MODELS=15M,260K`
+//! picks the shapes. `BENCH_GEMM_ISAS` picks
 //! instruction sets (`plain,avx2,avx512,avx512bf16`; default all but `plain`, whose portable
 //! fused multiply-adds are slow on x86 builds without FMA).
 
@@ -114,14 +121,14 @@ fn main() {
         let mut out = vec![0.0f32; m * n];
         let (mut best32, mut best16) = (0.0f64, 0.0f64);
         for &isa in &isas {
-            let time = fastest(|| gemm::matmul(isa, layout, &mut out, &a, &b, (m, k, n), false));
+            let time = fastest(threads, || gemm::matmul(isa, layout, &mut out, &a, &b, (m, k, n), false));
             let gflops = flops / time / 1e9;
             best32 = best32.max(gflops);
             print!(" {gflops:>10.1}");
         }
         for &isa in &isas {
             let time =
-                fastest(|| gemm::matmul_bf16(isa, layout, &mut out, &a16, &b16, (m, k, n), false));
+                fastest(threads, || gemm::matmul_bf16(isa, layout, &mut out, &a16, &b16, (m, k, n), false));
             let gflops = flops / time / 1e9;
             best16 = best16.max(gflops);
             print!(" {gflops:>11.1}");
@@ -155,19 +162,43 @@ fn short(isa: Isa) -> &'static str {
     }
 }
 
-/// The fastest of repeated calls of `f`, in seconds: calls go on for about 0.3 s (at least 3).
-fn fastest(mut f: impl FnMut()) -> f64 {
+/// The fastest of repeated calls of `f`, in seconds of CPU time per thread (see the module
+/// comment): calls go on for about 0.3 s (at least 3).
+fn fastest(threads: usize, mut f: impl FnMut()) -> f64 {
     f();
     let start = Instant::now();
     let mut best = f64::INFINITY;
     let mut calls = 0;
     while calls < 3 || start.elapsed() < Duration::from_millis(300) {
-        let t = Instant::now();
+        let (wall, cpu) = (Instant::now(), process_cpu_seconds());
         f();
-        best = best.min(t.elapsed().as_secs_f64());
+        let time = match (cpu, process_cpu_seconds()) {
+            (Some(before), Some(after)) => (after - before) / threads as f64,
+            _ => wall.elapsed().as_secs_f64(),
+        };
+        best = best.min(time);
         calls += 1;
     }
     best
+}
+
+/// Run time of all of this process's threads so far, in seconds (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may end between the listing and the read: it ran no kernel of ours.
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            total += stat.split_whitespace().next()?.parse::<f64>().ok()? * 1e-9;
+        }
+    }
+    Some(total)
+}
+
+/// Run time of the calling thread so far, in seconds (Linux).
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(stat.split_whitespace().next()?.parse::<f64>().ok()? * 1e-9)
 }
 
 fn cpu_name() -> String {
@@ -187,16 +218,28 @@ struct Peak {
     bf16: Option<f64>,
 }
 
-/// Run `per_thread` (which returns the FLOPs it did) on every thread at once: FLOP/s of all.
+/// Run `per_thread` (which returns the FLOPs it did) on every thread at once: FLOP/s of all,
+/// each thread's FLOPs over its own CPU time (see the module comment).
 fn on_all_threads(threads: usize, per_thread: fn() -> f64) -> f64 {
     let mut best = 0.0f64;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let flops: f64 = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|_| s.spawn(per_thread)).collect();
+    for _ in 0..3 {
+        let rate: f64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(move || {
+                        let (wall, cpu) = (Instant::now(), thread_cpu_seconds());
+                        let flops = per_thread();
+                        let time = match (cpu, thread_cpu_seconds()) {
+                            (Some(before), Some(after)) => after - before,
+                            _ => wall.elapsed().as_secs_f64(),
+                        };
+                        flops / time
+                    })
+                })
+                .collect();
             handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
-        best = best.max(flops / start.elapsed().as_secs_f64());
+        best = best.max(rate);
     }
     best
 }

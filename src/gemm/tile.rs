@@ -56,11 +56,15 @@ pub(crate) enum Order {
 
 /// One register tile of `MR x (NV * V::N)` (see [`Tile`]); `tile.rows` must be `MR`.
 ///
+/// The sums are passed from step to step by value, so that the compiler keeps them in
+/// registers rather than in an array in memory.
+///
 /// # Safety
 ///
 /// As [`Lanes`], and the tile's elements are in bounds; the strip holds `NV * V::N` values per
 /// step of `k`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // constant indices keep the sums in registers
 pub(crate) unsafe fn tile<V: Lanes, A: Operand, const MR: usize, const NV: usize>(
     t: &Tile<A, f32>,
     order: Order,
@@ -72,50 +76,57 @@ pub(crate) unsafe fn tile<V: Lanes, A: Operand, const MR: usize, const NV: usize
         match order {
             Order::InOrder => {
                 for p in 0..t.kc {
-                    step::<V, A, MR, NV>(&mut acc, t, p);
+                    acc = step::<V, A, MR, NV>(acc, t, p);
                 }
             }
             Order::OddFirst => {
                 for pair in 0..t.kc / 2 {
-                    step::<V, A, MR, NV>(&mut acc, t, 2 * pair + 1);
-                    step::<V, A, MR, NV>(&mut acc, t, 2 * pair);
+                    acc = step::<V, A, MR, NV>(acc, t, 2 * pair + 1);
+                    acc = step::<V, A, MR, NV>(acc, t, 2 * pair);
                 }
                 if t.kc % 2 == 1 {
                     // The missing odd partner is a zero product, added first like any other.
                     let zero = V::zero();
-                    for sum in acc.iter_mut().flatten() {
-                        *sum = sum.mul_add(zero, zero);
+                    for i in 0..MR {
+                        for v in 0..NV {
+                            acc[i][v] = acc[i][v].mul_add(zero, zero);
+                        }
                     }
-                    step::<V, A, MR, NV>(&mut acc, t, t.kc - 1);
+                    acc = step::<V, A, MR, NV>(acc, t, t.kc - 1);
                 }
             }
         }
-        store(&acc, t);
+        store(acc, t);
     }
 }
 
-/// One step `p` of `k`: a row of the strip times a column of `a`, into the sums.
+/// One step `p` of `k`: a row of the strip times a column of `a`, added to the sums.
 ///
 /// # Safety
 ///
 /// As [`tile`], and `p < t.kc`.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // as in `tile`
 unsafe fn step<V: Lanes, A: Operand, const MR: usize, const NV: usize>(
-    acc: &mut [[V; NV]; MR],
+    mut acc: [[V; NV]; MR],
     t: &Tile<A, f32>,
     p: usize,
-) {
+) -> [[V; NV]; MR] {
     // SAFETY: the caller guarantees the CPU features and that step `p` of the strip and of the
     // tile's rows of `a` are in bounds.
     unsafe {
         let bp = t.b.add(p * NV * V::N);
-        let bv: [V; NV] = std::array::from_fn(|v| V::load(bp.add(v * V::N)));
-        for (i, row) in acc.iter_mut().enumerate() {
+        let mut b = [V::zero(); NV];
+        for v in 0..NV {
+            b[v] = V::load(bp.add(v * V::N));
+        }
+        for i in 0..MR {
             let a = V::splat((*t.a.add(i * t.a_rs + p * t.a_cs)).to_f32());
-            for (sum, &b) in row.iter_mut().zip(&bv) {
-                *sum = sum.mul_add(a, b);
+            for v in 0..NV {
+                acc[i][v] = acc[i][v].mul_add(a, b[v]);
             }
         }
+        acc
     }
 }
 
@@ -125,6 +136,7 @@ unsafe fn step<V: Lanes, A: Operand, const MR: usize, const NV: usize>(
 ///
 /// As [`tile`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // as in `tile`
 pub(crate) unsafe fn load<V: Lanes, A, P, const MR: usize, const NV: usize>(
     t: &Tile<A, P>,
 ) -> [[V; NV]; MR] {
@@ -132,14 +144,14 @@ pub(crate) unsafe fn load<V: Lanes, A, P, const MR: usize, const NV: usize>(
     unsafe {
         let mut acc = [[V::zero(); NV]; MR];
         if t.load {
-            for (i, row) in acc.iter_mut().enumerate() {
-                for (v, sum) in row.iter_mut().enumerate() {
+            for i in 0..MR {
+                for v in 0..NV {
                     let col = v * V::N;
                     let p = t.out.add(i * t.ldo + col);
                     if col + V::N <= t.cols {
-                        *sum = V::load(p);
+                        acc[i][v] = V::load(p);
                     } else if col < t.cols {
-                        *sum = V::load_first(p, t.cols - col);
+                        acc[i][v] = V::load_first(p, t.cols - col);
                     }
                 }
             }
@@ -154,20 +166,21 @@ pub(crate) unsafe fn load<V: Lanes, A, P, const MR: usize, const NV: usize>(
 ///
 /// As [`tile`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // as in `tile`
 pub(crate) unsafe fn store<V: Lanes, A, P, const MR: usize, const NV: usize>(
-    acc: &[[V; NV]; MR],
+    acc: [[V; NV]; MR],
     t: &Tile<A, P>,
 ) {
     // SAFETY: the caller guarantees the output rows and columns are in bounds.
     unsafe {
-        for (i, row) in acc.iter().enumerate() {
-            for (v, sum) in row.iter().enumerate() {
+        for i in 0..MR {
+            for v in 0..NV {
                 let col = v * V::N;
                 let p = t.out.add(i * t.ldo + col);
                 if col + V::N <= t.cols {
-                    sum.store(p);
+                    acc[i][v].store(p);
                 } else if col < t.cols {
-                    sum.store_first(p, t.cols - col);
+                    acc[i][v].store_first(p, t.cols - col);
                 }
             }
         }

@@ -312,13 +312,13 @@ unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
         let pairs = t.kc / 2;
         for j in 0..pairs {
             let pair = |i: usize| t.a.add(i * t.a_rs + 2 * j).cast::<u32>().read_unaligned();
-            dpbf16_step(&mut acc, t.b.add(j * 64), pair);
+            acc = dpbf16_step(acc, t.b.add(j * 64), pair);
         }
         if t.kc % 2 == 1 {
             let last = |i: usize| *t.a.add(i * t.a_rs + 2 * pairs) as u32;
-            dpbf16_step(&mut acc, t.b.add(pairs * 64), last);
+            acc = dpbf16_step(acc, t.b.add(pairs * 64), last);
         }
-        tile::store::<Avx512, u16, u16, MR, 2>(&acc, t);
+        tile::store::<Avx512, u16, u16, MR, 2>(acc, t);
     }
 }
 
@@ -330,19 +330,21 @@ unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
 /// As [`tile_dpbf16`].
 #[inline(always)]
 unsafe fn dpbf16_step<const MR: usize>(
-    acc: &mut [[Avx512; 2]; MR],
+    mut acc: [[Avx512; 2]; MR],
     b: *const u16,
     pair_of_row: impl Fn(usize) -> u32,
-) {
+) -> [[Avx512; 2]; MR] {
     // SAFETY: the caller guarantees AVX-512 BF16 and 64 readable values at `b`; the casts
     // reinterpret 512 bits as 32 bf16 values.
     unsafe {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.cast()));
         let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32).cast()));
-        for (i, row) in acc.iter_mut().enumerate() {
+        for i in 0..MR {
+            let row = &mut acc[i];
             let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair_of_row(i) as i32));
             row[0] = Avx512(_mm512_dpbf16_ps(row[0].0, a, b0));
             row[1] = Avx512(_mm512_dpbf16_ps(row[1].0, a, b1));
         }
+        acc
     }
 }
