@@ -121,14 +121,17 @@ fn main() {
         let mut out = vec![0.0f32; m * n];
         let (mut best32, mut best16) = (0.0f64, 0.0f64);
         for &isa in &isas {
-            let time = fastest(threads, || gemm::matmul(isa, layout, &mut out, &a, &b, (m, k, n), false));
+            let time = fastest(threads, || {
+                gemm::matmul(isa, layout, &mut out, &a, &b, (m, k, n), false)
+            });
             let gflops = flops / time / 1e9;
             best32 = best32.max(gflops);
             print!(" {gflops:>10.1}");
         }
         for &isa in &isas {
-            let time =
-                fastest(threads, || gemm::matmul_bf16(isa, layout, &mut out, &a16, &b16, (m, k, n), false));
+            let time = fastest(threads, || {
+                gemm::matmul_bf16(isa, layout, &mut out, &a16, &b16, (m, k, n), false)
+            });
             let gflops = flops / time / 1e9;
             best16 = best16.max(gflops);
             print!(" {gflops:>11.1}");

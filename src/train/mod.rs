@@ -40,14 +40,13 @@
 //!
 //! This module is not the training loop (data, the `train` command, logs and saved state):
 //! it is the arithmetic that loop calls. Every operation's forward and backward pass sit side by
-//! side in `ops`, the matrix products in `matmul` behind `linear`, the order of the operations
+//! side in `ops`, the matrix products ([`crate::gemm`]) behind `linear`, the order of the operations
 //! in `model`. All results are the same for any number of threads: work is split over outputs,
 //! and no sum depends on which thread finishes first.
 
 mod dropout;
 mod init;
 mod linear;
-mod matmul;
 mod model;
 pub mod ops;
 mod optim;
@@ -57,7 +56,6 @@ mod vector;
 pub use dropout::{Dropout, Mask};
 pub use init::{init_params, standard_normal};
 pub use linear::{linear_backward, linear_forward};
-pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use model::{forward_backward, loss, Workspace};
 pub use optim::{clip_grads, grad_norm, learning_rate, AdamW, AdamWConfig, Schedule};
 
