@@ -5,7 +5,7 @@
 //! * [`init_params`] draws a new model's weights; [`Workspace`] holds the activations of one
 //!   micro-batch of `B` sequences of `T` tokens, allocated once.
 //! * [`forward_backward`] computes the mean next-token cross-entropy of a micro-batch and adds
-//!   its gradient into a [`Params`] of gradients (scaled, for gradient accumulation); [`loss`]
+//!   its gradient into a [`crate::Params`] of gradients (scaled, for gradient accumulation); [`loss`]
 //!   is the forward pass alone. [`Dropout`] masks are a pure function of a seed and the step.
 //! * [`grad_norm`] and [`clip_grads`] measure and clip the global gradient norm, [`AdamW`]
 //!   updates the weights as `torch.optim.AdamW` does, and [`learning_rate`] is `train.py`'s

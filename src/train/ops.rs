@@ -8,7 +8,7 @@
 //! gradients of a tensor used twice, and of several micro-batches, sum up.
 //!
 //! This module is the chain rule only: it owns no buffers and knows nothing of layers. The
-//! matrix products live in [`super::linear`], the order of the operations in [`super::model`].
+//! matrix products live in `train::linear`, the order of the operations in `train::model`.
 
 use super::dropout::Mask;
 use super::par::{for_each_zip3, for_each_zip4};
