@@ -51,6 +51,7 @@
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
+pub mod gemm;
 pub mod generate;
 #[doc(hidden)]
 pub mod kernels;

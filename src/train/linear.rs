@@ -3,7 +3,7 @@
 //! The matrix products come from the one `use` below, so a faster implementation is swapped in
 //! here and nowhere else.
 
-use super::matmul::{matmul_nn, matmul_nt, matmul_tn};
+use crate::gemm::{matmul_nn, matmul_nt, matmul_tn};
 
 /// `out (N, out_dim) = x (N, in_dim) * weight (out_dim, in_dim)^T`.
 pub fn linear_forward(out: &mut [f32], x: &[f32], weight: &[f32], in_dim: usize, out_dim: usize) {

@@ -5,7 +5,7 @@
 //! * [`init_params`] draws a new model's weights; [`Workspace`] holds the activations of one
 //!   micro-batch of `B` sequences of `T` tokens, allocated once.
 //! * [`forward_backward`] computes the mean next-token cross-entropy of a micro-batch and adds
-//!   its gradient into a [`Params`] of gradients (scaled, for gradient accumulation); [`loss`]
+//!   its gradient into a [`crate::Params`] of gradients (scaled, for gradient accumulation); [`loss`]
 //!   is the forward pass alone. [`Dropout`] masks are a pure function of a seed and the step.
 //! * [`grad_norm`] and [`clip_grads`] measure and clip the global gradient norm, [`AdamW`]
 //!   updates the weights as `torch.optim.AdamW` does, and [`learning_rate`] is `train.py`'s
@@ -43,7 +43,7 @@
 //! logs, evaluates, and saves `model.bin` and the full training state ([`state`]).
 //!
 //! The arithmetic itself: every operation's forward and backward pass sit side by
-//! side in `ops`, the matrix products in `matmul` behind `linear`, the order of the operations
+//! side in `ops`, the matrix products ([`crate::gemm`]) behind `linear`, the order of the operations
 //! in `model`. All results are the same for any number of threads: work is split over outputs,
 //! and no sum depends on which thread finishes first.
 
@@ -52,7 +52,6 @@ pub mod data;
 mod dropout;
 mod init;
 mod linear;
-mod matmul;
 mod model;
 pub mod ops;
 mod optim;
@@ -60,11 +59,11 @@ pub mod options;
 mod par;
 mod session;
 pub mod state;
+mod vector;
 
 pub use dropout::{Dropout, Mask};
 pub use init::{init_params, standard_normal};
 pub use linear::{linear_backward, linear_forward};
-pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use model::{forward_backward, loss, Workspace};
 pub use optim::{clip_grads, grad_norm, learning_rate, AdamW, AdamWConfig, Schedule};
 pub use options::{Settings, TrainOptions};

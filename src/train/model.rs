@@ -51,7 +51,7 @@ pub struct Workspace {
     tmp_heads: Vec<f32>,   // (N, C) head-major attention output / its gradient
     tmp_k: Vec<f32>,       // (N, K)
     tmp_v: Vec<f32>,       // (N, K)
-    att_scratch: Vec<f32>, // (B, H, 2 T) softmax rows
+    att_scratch: Vec<f32>, // per head: rows of weights, transposed keys and values
     d_residual: Vec<f32>,  // (N, C)
     d_xn: Vec<f32>,        // (N, C)
     d_q: Vec<f32>,         // (N, C)
@@ -124,7 +124,14 @@ impl Workspace {
             tmp_heads: a(&[n, dim])?,
             tmp_k: a(&[n, kv])?,
             tmp_v: a(&[n, kv])?,
-            att_scratch: a(&[n, c.n_heads, 2])?,
+            att_scratch: a(&[AttentionShape {
+                batch,
+                seq_len,
+                heads: c.n_heads,
+                kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim(),
+            }
+            .scratch_len()])?,
             d_residual: a(&[n, dim])?,
             d_xn: a(&[n, dim])?,
             d_q: a(&[n, dim])?,

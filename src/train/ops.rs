@@ -8,10 +8,11 @@
 //! gradients of a tensor used twice, and of several micro-batches, sum up.
 //!
 //! This module is the chain rule only: it owns no buffers and knows nothing of layers. The
-//! matrix products live in [`super::linear`], the order of the operations in [`super::model`].
+//! matrix products live in `train::linear`, the order of the operations in `train::model`.
 
 use super::dropout::Mask;
 use super::par::{for_each_zip3, for_each_zip4};
+use super::vector::{axpy, dot, exp, exp_shifted, sum};
 use crate::kernels::parallel::for_each_row_group;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
@@ -165,6 +166,8 @@ pub fn merge_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, hea
 //   y_t = sum_j a_j v_j.
 // The T x T weights are not stored: the forward pass keeps each row's log-sum-exp
 // (`lse_t = log sum_j exp(s_j)`), and the backward pass recomputes p_j = exp(s_j - lse_t).
+// A task (one head of one sequence) first transposes its keys and values to (hd, T), so that
+// every inner loop runs along positions j: long, contiguous, vectorizable.
 
 /// The shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -185,11 +188,18 @@ impl AttentionShape {
     fn rep(&self) -> usize {
         self.heads / self.kv_heads
     }
+
+    /// Scratch values [`attention_forward`] and [`attention_backward`] need (saturating at
+    /// `usize::MAX`, which no allocation satisfies).
+    pub fn scratch_len(&self) -> usize {
+        let per_task = self.seq_len.saturating_mul(3 + 4 * self.head_dim);
+        per_task.saturating_mul(self.batch * self.heads)
+    }
 }
 
 /// `y (B, H, T, hd)` and `lse (B, H, T)` from `q (B, H, T, hd)`, `k, v (B, H/rep, T, hd)`.
-/// `scratch` holds at least `B * H * T` values. The weights of head `bh = b * H + h`, row `t`,
-/// column `j`, are dropped by `mask` at index `(bh * T + t) * T + j`.
+/// `scratch` holds at least [`AttentionShape::scratch_len`] values. The weights of head
+/// `bh = b * H + h`, row `t`, column `j`, are dropped by `mask` at index `(bh * T + t) * T + j`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     y: &mut [f32],
@@ -203,37 +213,33 @@ pub fn attention_forward(
 ) {
     let (t_len, hd) = (s.seq_len, s.head_dim);
     let scale = 1.0 / (hd as f32).sqrt();
-    let scratch = &mut scratch[..s.batch * s.heads * t_len];
+    let per_task = t_len * (1 + 2 * hd);
+    let scratch = &mut scratch[..s.batch * s.heads * per_task];
     for_each_zip3(
         (y, t_len * hd),
         (lse, t_len),
-        (scratch, t_len),
+        (scratch, per_task),
         t_len * t_len * hd,
-        |bh, y, lse, p| {
+        |bh, y, lse, scratch| {
             let (b, h) = (bh / s.heads, bh % s.heads);
             let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
-            let (k, v) = (&k[kv..][..t_len * hd], &v[kv..][..t_len * hd]);
+            let (p, kv_t) = scratch.split_at_mut(t_len);
+            let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
+            transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+            transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
             let q = &q[bh * t_len * hd..][..t_len * hd];
             for t in 0..t_len {
-                let q_t = &q[t * hd..][..hd];
                 let p = &mut p[..=t];
-                let mut max = f32::NEG_INFINITY;
-                for (j, p) in p.iter_mut().enumerate() {
-                    *p = dot(q_t, &k[j * hd..][..hd]) * scale;
-                    max = max.max(*p);
-                }
-                let mut sum = 0.0f32;
-                for p in p.iter_mut() {
-                    *p = (*p - max).exp();
-                    sum += *p;
-                }
+                scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
+                let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                exp_shifted(p, max);
+                let sum = sum(p);
                 lse[t] = max + sum.ln();
-                let y_t = &mut y[t * hd..][..hd];
-                y_t.fill(0.0);
-                let row = (bh * t_len + t) * t_len;
-                for (j, &p) in p.iter().enumerate() {
-                    let a = p / sum * mask.scale(row + j);
-                    axpy(y_t, a, &v[j * hd..][..hd]);
+                let inv_sum = 1.0 / sum;
+                p.iter_mut().for_each(|p| *p *= inv_sum);
+                apply_mask(p, mask, (bh * t_len + t) * t_len);
+                for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
+                    *y = dot(p, &v_t[d * t_len..][..=t]);
                 }
             }
         },
@@ -241,10 +247,11 @@ pub fn attention_forward(
 }
 
 /// Gradients of [`attention_forward`]: `d_q (B, H, T, hd)`, `d_k, d_v (B, H/rep, T, hd)` (all
-/// overwritten) from `d_y (B, H, T, hd)`. `scratch` holds at least `2 * B * (H/rep) * T`
-/// values. With `dA_j = d_y_t . v_j`, `dP_j = dA_j * mask_j` and `ds_j = p_j (dP_j - sum_i p_i
-/// dP_i)`: `d_q_t = sum_j ds_j k_j / sqrt(hd)`, `d_k_j += ds_j q_t / sqrt(hd)`,
-/// `d_v_j += a_j d_y_t`. One task per key/value head, so its query heads' sums stay in order.
+/// overwritten) from `d_y (B, H, T, hd)`. `scratch` holds at least
+/// [`AttentionShape::scratch_len`] values. With `dA_j = d_y_t . v_j`, `dP_j = dA_j * mask_j`
+/// and `ds_j = p_j (dP_j - sum_i p_i dP_i)`: `d_q_t = sum_j ds_j k_j / sqrt(hd)`,
+/// `d_k_j += ds_j q_t / sqrt(hd)`, `d_v_j += a_j d_y_t`. One task per key/value head, so the
+/// sums over its query heads stay in order.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     d_q: &mut [f32],
@@ -261,48 +268,95 @@ pub fn attention_backward(
 ) {
     let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
     let scale = 1.0 / (hd as f32).sqrt();
-    let scratch = &mut scratch[..2 * s.batch * s.kv_heads * t_len];
+    let per_task = t_len * (3 + 4 * hd);
+    let scratch = &mut scratch[..s.batch * s.kv_heads * per_task];
     for_each_zip4(
         (d_q, rep * t_len * hd),
         (d_k, t_len * hd),
         (d_v, t_len * hd),
-        (scratch, 2 * t_len),
+        (scratch, per_task),
         rep * t_len * t_len * hd * 2,
         |bg, d_q, d_k, d_v, scratch| {
-            let (b, g) = (bg / s.kv_heads, bg % s.kv_heads);
+            let b = bg / s.kv_heads;
             let kv = bg * t_len * hd;
-            let (k, v) = (&k[kv..][..t_len * hd], &v[kv..][..t_len * hd]);
-            let (p, dp) = scratch.split_at_mut(t_len);
-            d_k.fill(0.0);
-            d_v.fill(0.0);
+            let (rows, cols) = scratch.split_at_mut(3 * t_len);
+            let (p, rest) = rows.split_at_mut(t_len);
+            let (dp, a) = rest.split_at_mut(t_len);
+            let (k_t, rest) = cols.split_at_mut(t_len * hd);
+            let (v_t, rest) = rest.split_at_mut(t_len * hd);
+            let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
+            transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+            transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+            d_k_t.fill(0.0);
+            d_v_t.fill(0.0);
             for r in 0..rep {
-                let bh = b * s.heads + g * rep + r;
+                let bh = b * s.heads + (bg % s.kv_heads) * rep + r;
                 let q = &q[bh * t_len * hd..][..t_len * hd];
                 let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
                 let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
                 for t in 0..t_len {
                     let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
+                    let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
+                    // The forward pass's weights again: p and a = p * mask.
+                    scores(p, q_t, k_t, t_len, scale);
+                    exp_shifted(p, lse[bh * t_len + t]);
+                    a.copy_from_slice(p);
                     let row = (bh * t_len + t) * t_len;
-                    let lse_t = lse[bh * t_len + t];
-                    let mut p_dot_dp = 0.0f32;
-                    for j in 0..=t {
-                        p[j] = (dot(q_t, &k[j * hd..][..hd]) * scale - lse_t).exp();
-                        let m = mask.scale(row + j);
-                        dp[j] = dot(d_y_t, &v[j * hd..][..hd]) * m;
-                        p_dot_dp += p[j] * dp[j];
-                        axpy(&mut d_v[j * hd..][..hd], p[j] * m, d_y_t);
+                    apply_mask(a, mask, row);
+                    // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
+                    dp.fill(0.0);
+                    for (d, &g) in d_y_t.iter().enumerate() {
+                        axpy(dp, g, &v_t[d * t_len..][..=t]);
+                        axpy(&mut d_v_t[d * t_len..][..=t], g, a);
                     }
-                    let d_q_t = &mut d_q[t * hd..][..hd];
-                    d_q_t.fill(0.0);
-                    for j in 0..=t {
-                        let ds = p[j] * (dp[j] - p_dot_dp) * scale;
-                        axpy(d_q_t, ds, &k[j * hd..][..hd]);
-                        axpy(&mut d_k[j * hd..][..hd], ds, q_t);
+                    apply_mask(dp, mask, row);
+                    // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
+                    let p_dot_dp = dot(p, dp);
+                    for (ds, &p) in dp.iter_mut().zip(p.iter()) {
+                        *ds = p * (*ds - p_dot_dp) * scale;
+                    }
+                    let ds = &*dp;
+                    for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
+                        *dq = dot(ds, &k_t[d * t_len..][..=t]);
+                    }
+                    for (d, &qd) in q_t.iter().enumerate() {
+                        axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
                     }
                 }
             }
+            transpose(d_k, d_k_t, hd, t_len);
+            transpose(d_v, d_v_t, hd, t_len);
         },
     );
+}
+
+/// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
+/// `k_t (hd, T)`.
+fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
+    s.fill(0.0);
+    for (d, &qd) in q_t.iter().enumerate() {
+        axpy(s, qd, &k_t[d * t_len..][..s.len()]);
+    }
+    s.iter_mut().for_each(|x| *x *= scale);
+}
+
+/// `x[i] *= mask.scale(first + i)`, skipped when the mask keeps everything.
+fn apply_mask(x: &mut [f32], mask: Mask, first: usize) {
+    if mask.is_off() {
+        return;
+    }
+    for (i, x) in x.iter_mut().enumerate() {
+        *x *= mask.scale(first + i);
+    }
+}
+
+/// `out (cols, rows)` = `x (rows, cols)` transposed.
+fn transpose(out: &mut [f32], x: &[f32], rows: usize, cols: usize) {
+    for (r, row) in x.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &value) in row.iter().enumerate() {
+            out[c * rows + r] = value;
+        }
+    }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -327,7 +381,7 @@ pub fn swiglu_backward(d_h1: &mut [f32], d_h3: &mut [f32], d_out: &[f32], h1: &[
 }
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 fn silu(x: f32) -> f32 {
@@ -388,7 +442,7 @@ pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize,
         for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
             let lse = log_sum_exp(row);
             for x in row.iter_mut() {
-                *x = (*x - lse).exp() * scale;
+                *x = exp(*x - lse) * scale;
             }
             row[targets[first_row + r] as usize] -= scale;
         }
@@ -397,18 +451,6 @@ pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize,
 
 fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
     max + sum.ln()
-}
-
-// ----------------------------------------------------------------------------------------------
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
 }

@@ -1,5 +1,5 @@
-//! Finite-difference checks of every backward function and of the whole model, the matrix
-//! products against a naive f64 product, and the optimizer against its formulas.
+//! Finite-difference checks of every backward function and of the whole model, and the
+//! optimizer against its formulas. (The matrix products are tested in `crate::gemm`.)
 //!
 //! A backward function is checked through the scalar `E = sum_i r_i * out_i` for a fixed
 //! random `r`: its gradient is what the backward function returns for `d_out = r`, and each
@@ -66,61 +66,6 @@ fn check_gradient(
     }
     eprintln!("{name}: worst error {worst:.2e} over {} values", x.len());
     all
-}
-
-#[test]
-fn matmuls_match_a_naive_product() {
-    let (m, k, n) = (37, 29, 45);
-    let a = random(m * k, 1.0, 1);
-    let b_nt = random(n * k, 1.0, 2);
-    let b_nn = random(k * n, 1.0, 3);
-    let a_tn = random(k * m, 1.0, 4);
-    let start = random(m * n, 1.0, 5);
-    let naive = |f: &dyn Fn(usize, usize, usize) -> f64| -> Vec<f64> {
-        let mut out = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                out[i * n + j] = (0..k).map(|p| f(i, j, p)).sum::<f64>() + start[i * n + j] as f64;
-            }
-        }
-        out
-    };
-    let close = |got: &[f32], want: &[f64]| {
-        for (g, w) in got.iter().zip(want) {
-            assert!(
-                (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                "{g} vs {w}"
-            );
-        }
-    };
-    let mut out = start.clone();
-    matmul_nt(&mut out, &a, &b_nt, m, k, n, true);
-    close(
-        &out,
-        &naive(&|i, j, p| a[i * k + p] as f64 * b_nt[j * k + p] as f64),
-    );
-    let mut out = start.clone();
-    matmul_nn(&mut out, &a, &b_nn, m, k, n, true);
-    close(
-        &out,
-        &naive(&|i, j, p| a[i * k + p] as f64 * b_nn[p * n + j] as f64),
-    );
-    let mut out = start.clone();
-    matmul_tn(&mut out, &a_tn, &b_nn, m, k, n, true);
-    close(
-        &out,
-        &naive(&|i, j, p| a_tn[p * m + i] as f64 * b_nn[p * n + j] as f64),
-    );
-    // Without accumulation the old contents are ignored.
-    let mut out = vec![f32::NAN; m * n];
-    matmul_nt(&mut out, &a, &b_nt, m, k, n, false);
-    let want = naive(&|i, j, p| a[i * k + p] as f64 * b_nt[j * k + p] as f64);
-    let want: Vec<f64> = want
-        .iter()
-        .zip(&start)
-        .map(|(w, s)| w - *s as f64)
-        .collect();
-    close(&out, &want);
 }
 
 #[test]
@@ -231,13 +176,13 @@ fn attention_check(dropout: f32) {
     let mask = Dropout::for_step(dropout, 5, 0, 0).mask(1);
     let forward = |q: &[f32], k: &[f32], v: &[f32]| {
         let (mut y, mut lse) = (vec![0.0; q.len()], vec![0.0; n * s.heads]);
-        let mut scratch = vec![0.0; 2 * n * s.heads];
+        let mut scratch = vec![0.0; s.scratch_len()];
         ops::attention_forward(&mut y, &mut lse, &mut scratch, q, k, v, s, mask);
         (y, lse)
     };
     let (_, lse) = forward(&q, &k, &v);
     let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
-    let mut scratch = vec![0.0; 2 * n * s.heads];
+    let mut scratch = vec![0.0; s.scratch_len()];
     ops::attention_backward(
         &mut d_q,
         &mut d_k,
@@ -277,7 +222,7 @@ fn attention_is_causal_softmax_attention() {
     let q = [0.5f32, -1.0, 1.0, 0.25, -0.5, 2.0];
     let k = [1.0f32, 0.0, 0.5, 1.5, -1.0, 0.75];
     let v = [1.0f32, 2.0, 3.0, -1.0, 0.5, 0.5];
-    let (mut y, mut lse, mut scratch) = ([0.0f32; 6], [0.0f32; 3], [0.0f32; 6]);
+    let (mut y, mut lse, mut scratch) = ([0.0f32; 6], [0.0f32; 3], vec![0.0f32; s.scratch_len()]);
     ops::attention_forward(
         &mut y,
         &mut lse,
