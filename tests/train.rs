@@ -145,6 +145,11 @@ fn log_rows_follow_the_schedule_and_the_loss_goes_down() {
     }
     let val12: f32 = rows[13][4].parse().unwrap();
     assert!(val12 < val0 - 0.3, "validation loss {val0} -> {val12}");
+    let chart = std::fs::read_to_string(run.join("loss.svg")).unwrap();
+    assert!(
+        chart.contains("<svg") && chart.contains("polyline"),
+        "{chart}"
+    );
     // model.bin is a checkpoint the inference code runs.
     let model = Model::open(run.join("model.bin")).unwrap();
     assert_eq!(model.config().dim, 32);

@@ -13,7 +13,7 @@
 use super::dropout::Mask;
 use super::par::{for_each_zip3, for_each_zip4};
 use super::vector::{axpy, dot, exp, exp_shifted, sum};
-use crate::kernels::parallel::for_each_row_group;
+use crate::kernels::parallel::for_each_block_of_rows;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
 pub const NORM_EPS: f32 = 1e-5;
@@ -426,7 +426,7 @@ pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
 
 /// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row. `targets` must be below `V`.
 pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16], vocab: usize) {
-    for_each_row_group(losses, 1, vocab, |first_row, block| {
+    for_each_block_of_rows([losses], 1, vocab, |_, first_row, block| {
         for (r, loss) in block.iter_mut().enumerate() {
             let i = first_row + r;
             let row = &logits[i * vocab..][..vocab];
@@ -438,7 +438,7 @@ pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16]
 /// Turns `logits (N, V)` in place into the gradient of `scale * sum of the rows' losses`:
 /// `scale * (softmax(row) - onehot(target))`.
 pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize, scale: f32) {
-    for_each_row_group(logits, vocab, vocab, |first_row, block| {
+    for_each_block_of_rows([logits], vocab, vocab, |_, first_row, block| {
         for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
             let lse = log_sum_exp(row);
             for x in row.iter_mut() {

@@ -9,6 +9,8 @@
 //!
 //! * `model.bin`: the best model so far, a legacy llama2.c checkpoint that `run.c` reads;
 //! * `log.tsv`: one row per optimizer step (see [`LogRow`]);
+//! * `loss.svg`: the training and validation losses of `log.tsv` as a chart, drawn at every
+//!   evaluation;
 //! * `state.bin`: everything `--resume` needs ([`super::state`]).
 //!
 //! The run reports progress through a callback and never prints.
@@ -182,6 +184,7 @@ pub struct Summary {
 struct RunFiles {
     model: PathBuf,
     log: PathBuf,
+    chart: PathBuf,
     state: PathBuf,
 }
 
@@ -190,6 +193,7 @@ impl RunFiles {
         RunFiles {
             model: dir.join("model.bin"),
             log: dir.join("log.tsv"),
+            chart: dir.join("loss.svg"),
             state: dir.join("state.bin"),
         }
     }
@@ -292,6 +296,23 @@ fn truncate_log(path: &Path, step: usize) -> Result<()> {
         }
     }
     write_atomically(path, |out| out.write_all(kept.as_bytes()))
+}
+
+/// Draw `loss.svg`, training and validation loss against steps, from the rows of `log.tsv`.
+fn draw_loss_chart(log: &Path, chart: &Path) -> Result<()> {
+    let text = fs::read_to_string(log).map_err(|e| Error::io(log, e))?;
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let Some(step) = fields.first().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        let loss = |column: usize| fields.get(column).and_then(|s| s.parse::<f32>().ok());
+        train.extend(loss(2).map(|l| (step, l)));
+        val.extend(loss(4).map(|l| (step, l)));
+    }
+    let svg = crate::svg::loss_chart(&train, &val);
+    write_atomically(chart, |out| out.write_all(svg.as_bytes()))
 }
 
 /// Fixed validation batches and the means of their losses.
@@ -604,7 +625,7 @@ impl Trainer<'_> {
                 self.params.save(&self.files.model, Format::Legacy)?;
                 (self.progress)(Progress::SavedModel(row.step));
             }
-            // TODO(lead): when src/svg.rs (branch inspect) is on main, draw DIR/loss.svg from log.tsv here.
+            draw_loss_chart(&self.files.log, &self.files.chart)?;
             self.position.adam_step = self.adam.step_count();
             state::save(
                 &self.files.state,
