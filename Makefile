@@ -48,14 +48,7 @@ train: build
 	@for seed in $$(seq 1 $(TRAIN_STORIES)); do \
 		./target/release/llama2 $(MODEL) -z $(TOKENIZER) -n 256 -t 1.0 -s $$seed 2>/dev/null | tr '\n' ' '; echo; \
 	done > $(TRAIN_DIR)/stories.txt
-	@if ./target/release/llama2 --help | grep -q "llama2 pretokenize"; then \
-		./target/release/llama2 pretokenize -z $(TOKENIZER) -o $(TRAIN_DIR)/stories.bin $(TRAIN_DIR)/stories.txt; \
-	else \
-		echo "(no pretokenize command in this build: tokenizing line by line)"; \
-		while IFS= read -r line; do ./target/release/llama2 tokenize -z $(TOKENIZER) -i "$$line"; done \
-			< $(TRAIN_DIR)/stories.txt | LC_ALL=C awk '{for (i = 1; i <= NF; i++) printf "%c%c", $$i % 256, int($$i / 256)}' \
-			> $(TRAIN_DIR)/stories.bin; \
-	fi
+	./target/release/llama2 pretokenize -z $(TOKENIZER) -o $(TRAIN_DIR)/stories.bin $(TRAIN_DIR)/stories.txt
 	@rm -rf $(TRAIN_DIR)/run
 	./target/release/llama2 train --data $(TRAIN_DIR)/stories.bin --out $(TRAIN_DIR)/run \
 		--vocab-size 512 --dim 64 --n-layers 4 --n-heads 4 --max-seq-len 128 \
