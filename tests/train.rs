@@ -264,7 +264,10 @@ fn a_killed_run_resumes_from_its_last_state_to_the_same_model() {
     );
     let mut resume: Vec<String> = out_arg(&killed).into();
     resume.push("--resume".into());
+    // A half-written file of the killed run is cleared away on resuming.
+    std::fs::write(killed.join("state.bin.partial-1"), b"half").unwrap();
     assert_ok(&train(&resume, &[]));
+    assert!(!killed.join("state.bin.partial-1").exists());
     assert!(
         std::fs::read(whole.join("model.bin")).unwrap()
             == std::fs::read(killed.join("model.bin")).unwrap()

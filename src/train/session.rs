@@ -199,13 +199,25 @@ impl RunFiles {
     }
 }
 
-/// Create the run's folder if needed and prove that files can be written there.
+/// Create the run's folder if needed and prove that files can be written there. Half-written
+/// files a killed run left behind (`*.partial-PID`, see [`write_atomically`]) are removed.
 fn prepare_folder(dir: &Path) -> Result<()> {
     let fail = |e: std::io::Error| Error::input(format!("--out {}: {e}", dir.display()));
     fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(format!(".write-test-{}", std::process::id()));
     fs::write(&probe, b"").map_err(fail)?;
-    fs::remove_file(&probe).map_err(fail)
+    fs::remove_file(&probe).map_err(fail)?;
+    let ours = ["model.bin", "state.bin", "log.tsv", "loss.svg"];
+    for entry in fs::read_dir(dir).map_err(fail)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ours
+            .iter()
+            .any(|file| name.starts_with(&format!("{file}.partial-")))
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// The weights a run starts from: a resumed state's, `--init`'s, or new ones.
