@@ -131,9 +131,9 @@ impl RunInfo {
         format!(
             "model ({}): dim {}, {} layers, {} heads ({} kv), hidden {}, vocab {}, context {}; \
              {:.2}M parameters\n\
-             data: {} tokens, {} training windows of {} tokens, {validation}, {} batches per \
-             evaluation\n\
-             steps {}..{}: {} micro-batches of {} x {} = {} tokens per step, {} order",
+             data: {} tokens, {} training windows of {} tokens, {validation}, evaluated in {} \
+             batches\n\
+             steps {}..{}: {} tokens per step (accumulation {} x batch {} x {} positions), {} order",
             self.origin,
             c.dim,
             c.n_layers,
@@ -149,10 +149,10 @@ impl RunInfo {
             self.eval_batches,
             self.first_step,
             s.max_iters,
+            self.tokens_per_step,
             s.gradient_accumulation_steps,
             s.batch_size,
             s.max_seq_len,
-            self.tokens_per_step,
             s.order.name(),
         )
     }
