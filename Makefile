@@ -5,7 +5,7 @@ MODEL ?= tests/models/stories260K.bin
 TOKENIZER ?= tests/models/tok512.bin
 ARGS ?=
 
-.PHONY: build run test lint examples bench c-demo clean
+.PHONY: build run test lint examples bench c-demo train clean
 
 build:
 	$(CARGO) build --release
@@ -50,6 +50,27 @@ c-demo:
 	$(C_DEMO)/target/c-demo $(MODEL) $(TOKENIZER) > $(C_DEMO)/target/story.txt
 	cat $(C_DEMO)/target/story.txt
 	cmp $(C_DEMO)/target/story.txt tests/expected/stories260K_t0.0_n200.txt
+# Train a small model from scratch in a minute or two: sample a corpus of short stories from the
+# bundled stories260K, train a 512-token vocabulary on it, pretokenize it, train a model, and tell
+# a story with the result: raw text to story with nothing but this crate.
+# Everything goes to $(TRAIN_DIR); `make train TRAIN_ARGS="--max-iters 600"` trains longer.
+TRAIN_DIR ?= target/train-demo
+TRAIN_STORIES ?= 400
+TRAIN_ARGS ?=
+train: build
+	@mkdir -p $(TRAIN_DIR)
+	@echo "sampling $(TRAIN_STORIES) stories from $(MODEL) into $(TRAIN_DIR)/stories.txt"
+	@for seed in $$(seq 1 $(TRAIN_STORIES)); do \
+		./target/release/llama2 $(MODEL) -z $(TOKENIZER) -n 256 -t 1.0 -s $$seed 2>/dev/null | tr '\n' ' '; echo; \
+	done > $(TRAIN_DIR)/stories.txt
+	./target/release/llama2 train-tokenizer --vocab-size 512 -o $(TRAIN_DIR)/tok512.bin $(TRAIN_DIR)/stories.txt
+	./target/release/llama2 pretokenize -z $(TRAIN_DIR)/tok512.bin -o $(TRAIN_DIR)/stories.bin $(TRAIN_DIR)/stories.txt
+	@rm -rf $(TRAIN_DIR)/run
+	./target/release/llama2 train --data $(TRAIN_DIR)/stories.bin --out $(TRAIN_DIR)/run \
+		--vocab-size 512 --dim 64 --n-layers 4 --n-heads 4 --max-seq-len 128 \
+		--batch-size 16 --gradient-accumulation-steps 1 --learning-rate 3e-3 --warmup-iters 30 \
+		--max-iters 300 --eval-interval 50 --eval-iters 4 --dropout 0.0 $(TRAIN_ARGS)
+	./target/release/llama2 $(TRAIN_DIR)/run/model.bin -z $(TRAIN_DIR)/tok512.bin -n 200 -t 0.8 -i "Once upon a time"
 
 clean:
 	$(CARGO) clean

@@ -72,6 +72,8 @@ pub mod convert;
 #[cfg(feature = "std")]
 pub mod corpus;
 pub mod error;
+#[cfg(feature = "std")]
+pub mod gemm;
 pub mod generate;
 #[cfg(feature = "std")]
 pub mod inspect;
@@ -92,6 +94,8 @@ pub mod svg;
 pub mod text;
 pub mod tokenizer;
 pub mod top_k;
+#[cfg(feature = "std")]
+pub mod train;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
