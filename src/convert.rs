@@ -17,6 +17,7 @@ use std::path::Path;
 use crate::checkpoint::{Config, Format, MAGIC, VERSIONED_HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::model::{Matrix, Model};
+use crate::params::{Params, TensorKind};
 use crate::quant;
 
 /// The weights of one transformer block as float slices.
@@ -101,6 +102,59 @@ impl<'a> FloatTensors<'a> {
             final_norm: Cow::Borrowed(model.final_norm()),
             classifier,
         }
+    }
+
+    /// Borrow the tensors of owned parameters (a training run's weights, say).
+    pub fn from_params(p: &'a Params) -> FloatTensors<'a> {
+        let get = |kind, layer| Cow::Borrowed(p.get(kind, layer));
+        let layers = (0..p.config().n_layers)
+            .map(|l| LayerTensors {
+                attn_norm: get(TensorKind::AttnNorm, l),
+                wq: get(TensorKind::Wq, l),
+                wk: get(TensorKind::Wk, l),
+                wv: get(TensorKind::Wv, l),
+                wo: get(TensorKind::Wo, l),
+                ffn_norm: get(TensorKind::FfnNorm, l),
+                w1: get(TensorKind::W1, l),
+                w2: get(TensorKind::W2, l),
+                w3: get(TensorKind::W3, l),
+            })
+            .collect();
+        FloatTensors {
+            config: *p.config(),
+            token_embedding: get(TensorKind::TokenEmbedding, 0),
+            layers,
+            final_norm: get(TensorKind::FinalNorm, 0),
+            classifier: get(TensorKind::Classifier, 0),
+        }
+    }
+
+    /// Copy these tensors into owned parameters.
+    pub fn to_params(&self) -> Result<Params> {
+        self.check_shapes()
+            .map_err(|e| Error::input(format!("cannot own these tensors: {e}")))?;
+        let mut p = Params::zeros(&self.config)?;
+        let c = self.config;
+        for info in p.tensors().to_vec() {
+            let l = info.layer.unwrap_or(0);
+            let source: &[f32] = match info.kind {
+                TensorKind::TokenEmbedding => &self.token_embedding,
+                TensorKind::FinalNorm => &self.final_norm,
+                TensorKind::Classifier if !c.shared_classifier => &self.classifier,
+                TensorKind::Classifier => &self.token_embedding,
+                TensorKind::AttnNorm => &self.layers[l].attn_norm,
+                TensorKind::Wq => &self.layers[l].wq,
+                TensorKind::Wk => &self.layers[l].wk,
+                TensorKind::Wv => &self.layers[l].wv,
+                TensorKind::Wo => &self.layers[l].wo,
+                TensorKind::FfnNorm => &self.layers[l].ffn_norm,
+                TensorKind::W1 => &self.layers[l].w1,
+                TensorKind::W2 => &self.layers[l].w2,
+                TensorKind::W3 => &self.layers[l].w3,
+            };
+            p.data_mut()[info.range()].copy_from_slice(source);
+        }
+        Ok(p)
     }
 
     /// Random weights of the given shape, deterministic for a seed: uniform in
@@ -460,28 +514,16 @@ pub fn quantize_to_file(
     let config = model.config();
     let group_size = group_size.unwrap_or_else(|| largest_row_aligned_group_size(config, 64));
     check_group_size(config, group_size)?;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(format!(".partial-{}", std::process::id()));
-    let partial = std::path::PathBuf::from(partial);
-    let written = write_int8_file(&partial, &FloatTensors::from_model(model), group_size)
-        .and_then(|max_error| fs::rename(&partial, path).map(|()| max_error));
-    match written {
-        Ok(max_error) => Ok(Quantized {
-            group_size,
-            max_error,
-        }),
-        Err(e) => {
-            let _ = fs::remove_file(&partial);
-            Err(Error::io(path, e))
-        }
-    }
-}
-
-fn write_int8_file(path: &Path, t: &FloatTensors, group_size: usize) -> io::Result<f32> {
-    let mut out = io::BufWriter::new(fs::File::create(path)?);
-    let max_error = write_int8(&mut out, t, group_size)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(max_error)
+    let tensors = FloatTensors::from_model(model);
+    let mut max_error = 0.0;
+    write_atomically(path, |out| {
+        max_error = write_int8(out, &tensors, group_size)?;
+        Ok(())
+    })?;
+    Ok(Quantized {
+        group_size,
+        max_error,
+    })
 }
 
 fn versioned_header(c: &Config, version: i32, group_size: Option<usize>) -> Vec<u8> {
@@ -514,4 +556,53 @@ fn write_rope_tables(out: &mut impl Write, c: &Config) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+impl Params {
+    /// Copy a loaded model's weights (dequantizing an int8 model's) into owned parameters.
+    pub fn from_model(model: &Model) -> Result<Params> {
+        FloatTensors::from_model(model).to_params()
+    }
+
+    /// A model that runs these weights: written as a version 1 checkpoint in memory and loaded
+    /// from there (the bytes are owned by the model).
+    pub fn to_model(&self) -> Result<Model> {
+        let mut bytes = Vec::new();
+        write_float(
+            &mut bytes,
+            &FloatTensors::from_params(self),
+            Format::Float32V1,
+        )
+        .map_err(|e| Error::input(format!("cannot write these parameters: {e}")))?;
+        Model::from_bytes(bytes)
+    }
+
+    /// Write these weights to `path` as a float checkpoint (`Format::Legacy` is what `run.c`
+    /// reads). The file is written under a temporary name beside `path` and renamed into place,
+    /// so a reader never sees half a checkpoint and a failure leaves `path` as it was.
+    pub fn save(&self, path: &Path, format: Format) -> Result<()> {
+        let tensors = FloatTensors::from_params(self);
+        write_atomically(path, |out| write_float(out, &tensors, format))
+    }
+}
+
+/// Write a file through `write` under a temporary name beside `path`, flush it to disk, then
+/// rename it over `path`: a kill at any moment leaves either the old file or the new one.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<fs::File>) -> io::Result<()>,
+) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".partial-{}", std::process::id()));
+    let partial = std::path::PathBuf::from(partial);
+    let written = (|| {
+        let mut out = io::BufWriter::new(fs::File::create(&partial)?);
+        write(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&partial, path)
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&partial);
+        Error::io(path, e)
+    })
 }

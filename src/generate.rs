@@ -135,6 +135,12 @@ impl<'a> Generator<'a> {
         self.steps
     }
 
+    /// The sampler, e.g. to read the candidates of the last sampled token
+    /// ([`Sampler::top_k`]).
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
+    }
+
     /// The generated text as `String` chunks, with characters that were spelled in byte tokens
     /// put back together (see [`Text`]).
     pub fn text(self) -> Text<Generator<'a>> {

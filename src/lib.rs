@@ -12,6 +12,9 @@
 //! * [`Generator`] is an iterator of [`Token`]s; [`Generator::text`] turns it into an iterator
 //!   of UTF-8 text chunks. [`Chat`] runs a Llama 2 chat turn by turn with a callback, and
 //!   [`evaluate`] scores a text.
+//! * Looking inside: [`inspect`] lists a checkpoint's tensors with their sizes and statistics,
+//!   [`Sampler::with_top_k`] keeps the most likely next tokens at every step, [`attention`]
+//!   draws every head's attention weights, and [`svg`] draws charts such as a loss curve.
 //!
 //! ```
 //! use llama2::{Generator, Model, Sampler, Tokenizer};
@@ -48,27 +51,39 @@
 
 #![warn(missing_docs)]
 
+extern crate alloc;
+
+pub mod attention;
 pub mod bpe;
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod checkpoint;
 pub mod convert;
 pub mod corpus;
 pub mod error;
 pub mod generate;
+pub mod inspect;
 #[doc(hidden)]
 pub mod kernels;
+pub mod math;
 pub mod model;
+pub mod params;
 pub mod pretokenize;
 #[doc(hidden)]
 pub mod quant;
+pub mod reference;
 pub mod sampler;
 pub(crate) mod storage;
+pub mod svg;
 pub mod text;
 pub mod tokenizer;
+pub mod top_k;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
 pub use model::{Logits, Model, State};
+pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
 pub use text::{Text, Utf8Assembler};
 pub use tokenizer::Tokenizer;

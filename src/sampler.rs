@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels;
+use crate::top_k::{Candidate, TopK};
 
 /// Turns logits into a token id.
 #[derive(Clone, Debug)]
@@ -12,6 +13,8 @@ pub struct Sampler {
     rng: Rng,
     /// Candidates of top-p sampling, reused between calls: (probability, token id).
     candidates: Vec<(f32, u32)>,
+    /// The most likely tokens of the last call, when asked for ([`Sampler::with_top_k`]).
+    watch: TopK,
 }
 
 impl Sampler {
@@ -36,7 +39,22 @@ impl Sampler {
             top_p,
             rng: Rng::new(seed),
             candidates: Vec::new(),
+            watch: TopK::default(),
         })
+    }
+
+    /// Also keep, at every [`Sampler::sample`], the `k` most likely tokens and their
+    /// probabilities after temperature (see [`crate::top_k`]); read them with
+    /// [`Sampler::top_k`]. Does not change which tokens are sampled.
+    pub fn with_top_k(mut self, k: usize) -> Sampler {
+        self.watch = TopK::new(k);
+        self
+    }
+
+    /// The candidates kept by the last [`Sampler::sample`], most likely first (empty unless
+    /// asked for with [`Sampler::with_top_k`]).
+    pub fn top_k(&self) -> &[Candidate] {
+        self.watch.candidates()
     }
 
     /// The temperature.
@@ -52,6 +70,9 @@ impl Sampler {
     /// Choose a token: an index into `logits`, which are overwritten (with probabilities, when
     /// sampling). Any logits give an index, NaNs included; an empty slice gives 0.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        if self.watch.k() > 0 {
+            self.watch.record(logits, self.temperature);
+        }
         if self.temperature == 0.0 {
             return argmax(logits);
         }

@@ -140,6 +140,39 @@ fn text_bytes(token: &Token) -> &[u8] {
     }
 }
 
+/// A token's piece as readable, quoted text: printable characters as they are; quotes,
+/// backslashes and control characters escaped as in Rust (`\n`, `\t`, `\x01`, `\u{85}`); bytes
+/// that are not UTF-8 (such as half a character from a byte token) as `\xNN`.
+///
+/// ```
+/// assert_eq!(llama2::text::escape_piece(b" a\"b\n\xe2\x82"), r#"" a\"b\n\xe2\x82""#);
+/// assert_eq!(llama2::text::escape_piece("é".as_bytes()), "\"é\"");
+/// ```
+pub fn escape_piece(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x80 && c.is_control() => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

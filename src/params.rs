@@ -1,0 +1,299 @@
+//! Owned model weights: every tensor in one flat `f32` buffer, in checkpoint order.
+//!
+//! [`Params`] is what training updates and what `convert` writes: a [`Config`] plus one `Vec<f32>`
+//! holding the tensors back to back in the order of a legacy llama2.c checkpoint (the order
+//! `model.py` exports them):
+//!
+//! ```text
+//! token_embedding (vocab, dim)
+//! attn_norm[0..L] (dim)          wq[0..L] (dim, dim)       wk[0..L] (kv_dim, dim)
+//! wv[0..L] (kv_dim, dim)         wo[0..L] (dim, dim)       ffn_norm[0..L] (dim)
+//! w1[0..L] (hidden, dim)         w2[0..L] (dim, hidden)    w3[0..L] (hidden, dim)
+//! final_norm (dim)               classifier (vocab, dim), only when not shared
+//! ```
+//!
+//! [`tensor_table`] is that order written once. Gradients and optimizer moments use the same
+//! layout (a `Params` of zeros), so an optimizer step is one loop over flat slices, and a shared
+//! classifier exists once and is counted once.
+//!
+//! This module owns no file format: reading is [`crate::checkpoint`]'s job and writing
+//! [`crate::convert`]'s.
+
+use crate::checkpoint::Config;
+use crate::error::{Error, Result};
+
+/// What a tensor is for. Per-layer kinds come once per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TensorKind {
+    /// Token embedding table, `(vocab_size, dim)`.
+    TokenEmbedding,
+    /// RMSNorm weights before attention, `(dim,)`.
+    AttnNorm,
+    /// Query projection, `(dim, dim)`.
+    Wq,
+    /// Key projection, `(kv_dim, dim)`.
+    Wk,
+    /// Value projection, `(kv_dim, dim)`.
+    Wv,
+    /// Attention output projection, `(dim, dim)`.
+    Wo,
+    /// RMSNorm weights before the feed-forward block, `(dim,)`.
+    FfnNorm,
+    /// Feed-forward gate, `(hidden_dim, dim)`.
+    W1,
+    /// Feed-forward down projection, `(dim, hidden_dim)`.
+    W2,
+    /// Feed-forward up projection, `(hidden_dim, dim)`.
+    W3,
+    /// RMSNorm weights before the classifier, `(dim,)`.
+    FinalNorm,
+    /// Classifier, `(vocab_size, dim)`; absent when it shares the embedding table.
+    Classifier,
+}
+
+impl TensorKind {
+    /// The name llama2.c's `model.py` gives this tensor (per-layer ones without the layer).
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorKind::TokenEmbedding => "tok_embeddings.weight",
+            TensorKind::AttnNorm => "attention_norm.weight",
+            TensorKind::Wq => "attention.wq.weight",
+            TensorKind::Wk => "attention.wk.weight",
+            TensorKind::Wv => "attention.wv.weight",
+            TensorKind::Wo => "attention.wo.weight",
+            TensorKind::FfnNorm => "ffn_norm.weight",
+            TensorKind::W1 => "feed_forward.w1.weight",
+            TensorKind::W2 => "feed_forward.w2.weight",
+            TensorKind::W3 => "feed_forward.w3.weight",
+            TensorKind::FinalNorm => "norm.weight",
+            TensorKind::Classifier => "output.weight",
+        }
+    }
+
+    /// True for the kinds that come once per layer.
+    pub fn is_per_layer(self) -> bool {
+        !matches!(
+            self,
+            TensorKind::TokenEmbedding | TensorKind::FinalNorm | TensorKind::Classifier
+        )
+    }
+}
+
+/// One tensor of a model: what it is, its shape and where it sits in the flat buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// What the tensor is for.
+    pub kind: TensorKind,
+    /// The layer, for per-layer kinds.
+    pub layer: Option<usize>,
+    /// `(rows, cols)` of a matrix; `(len, 1)` for a vector (a norm's weights).
+    pub shape: (usize, usize),
+    /// False for the RMSNorm weight vectors, true for the matrices.
+    pub is_matrix: bool,
+    /// Index of the first value in the flat buffer.
+    pub offset: usize,
+}
+
+impl TensorInfo {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.shape.0 * self.shape.1
+    }
+
+    /// True for a tensor of no values (never for a valid config).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tensor's range in the flat buffer.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+
+    /// `model.py`'s full name, e.g. `layers.3.attention.wq.weight`.
+    pub fn full_name(&self) -> String {
+        match self.layer {
+            Some(l) => format!("layers.{l}.{}", self.kind.name()),
+            None => self.kind.name().to_string(),
+        }
+    }
+}
+
+/// Every tensor of a model of shape `c`, in checkpoint order, with offsets into a flat buffer.
+/// Errors if the total does not fit in memory's address space.
+pub fn tensor_table(c: &Config) -> Result<Vec<TensorInfo>> {
+    use TensorKind::*;
+    let (dim, hidden, kv_dim, vocab) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
+    let shape = |kind: TensorKind| match kind {
+        TokenEmbedding | Classifier => (vocab, dim),
+        AttnNorm | FfnNorm | FinalNorm => (dim, 1),
+        Wq | Wo => (dim, dim),
+        Wk | Wv => (kv_dim, dim),
+        W1 | W3 => (hidden, dim),
+        W2 => (dim, hidden),
+    };
+    let mut entries: Vec<(TensorKind, Option<usize>)> = vec![(TokenEmbedding, None)];
+    for kind in [AttnNorm, Wq, Wk, Wv, Wo, FfnNorm, W1, W2, W3] {
+        entries.extend((0..c.n_layers).map(|l| (kind, Some(l))));
+    }
+    entries.push((FinalNorm, None));
+    if !c.shared_classifier {
+        entries.push((Classifier, None));
+    }
+    let mut offset = 0usize;
+    let mut table = Vec::with_capacity(entries.len());
+    for (kind, layer) in entries {
+        let (rows, cols) = shape(kind);
+        let info = TensorInfo {
+            kind,
+            layer,
+            shape: (rows, cols),
+            is_matrix: !matches!(kind, AttnNorm | FfnNorm | FinalNorm),
+            offset,
+        };
+        offset = rows
+            .checked_mul(cols)
+            .and_then(|len| offset.checked_add(len))
+            .ok_or_else(|| Error::input("model too large for this machine's address space"))?;
+        table.push(info);
+    }
+    Ok(table)
+}
+
+/// A model's weights (or gradients, or optimizer moments) as owned, mutable `f32` tensors.
+#[derive(Clone, Debug)]
+pub struct Params {
+    config: Config,
+    table: Vec<TensorInfo>,
+    data: Vec<f32>,
+}
+
+impl Params {
+    /// All tensors of shape `config`, filled with zeros. Errors if the memory cannot be had.
+    pub fn zeros(config: &Config) -> Result<Params> {
+        let table = tensor_table(config)?;
+        let total = table.last().map_or(0, |t| t.offset + t.len());
+        let mut data = Vec::new();
+        data.try_reserve_exact(total)
+            .map_err(|_| Error::OutOfMemory {
+                what: "model parameters".into(),
+                bytes: total as u128 * 4,
+            })?;
+        data.resize(total, 0.0);
+        Ok(Params {
+            config: *config,
+            table,
+            data,
+        })
+    }
+
+    /// A buffer of zeros with the same shape as `self` (for gradients and moments).
+    pub fn zeros_like(&self) -> Result<Params> {
+        Params::zeros(&self.config)
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every tensor in checkpoint order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.table
+    }
+
+    /// Every value, tensor after tensor.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Every value, mutable.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Number of values (parameters).
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True for a model with no values (never for a valid config).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Where the tensor `kind` of `layer` (ignored for non-layer kinds) sits. A shared
+    /// classifier is found as the token embedding.
+    pub fn info(&self, kind: TensorKind, layer: usize) -> TensorInfo {
+        let kind = match kind {
+            TensorKind::Classifier if self.config.shared_classifier => TensorKind::TokenEmbedding,
+            other => other,
+        };
+        let layer = kind.is_per_layer().then_some(layer);
+        *self
+            .table
+            .iter()
+            .find(|t| t.kind == kind && t.layer == layer)
+            .expect("every kind of a valid layer is in the table")
+    }
+
+    /// The values of tensor `kind` of `layer` (ignored for non-layer kinds), row-major.
+    pub fn get(&self, kind: TensorKind, layer: usize) -> &[f32] {
+        &self.data[self.info(kind, layer).range()]
+    }
+
+    /// The values of tensor `kind` of `layer`, mutable.
+    pub fn get_mut(&mut self, kind: TensorKind, layer: usize) -> &mut [f32] {
+        let range = self.info(kind, layer).range();
+        &mut self.data[range]
+    }
+
+    /// Each tensor with its values, in checkpoint order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TensorInfo, &[f32])> {
+        self.table.iter().map(|t| (t, &self.data[t.range()]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(shared: bool) -> Config {
+        Config {
+            dim: 8,
+            hidden_dim: 12,
+            n_layers: 2,
+            n_heads: 2,
+            n_kv_heads: 1,
+            vocab_size: 10,
+            seq_len: 4,
+            shared_classifier: shared,
+        }
+    }
+
+    #[test]
+    fn table_is_contiguous_and_in_checkpoint_order() {
+        let table = tensor_table(&config(false)).unwrap();
+        let mut next = 0;
+        for t in &table {
+            assert_eq!(t.offset, next);
+            next += t.len();
+        }
+        // 80 embedding + per layer (8 + 64 + 32 + 32 + 64 + 8 + 96 + 96 + 96) + 8 + 80.
+        assert_eq!(next, 80 + 2 * 496 + 8 + 80);
+        assert_eq!(table[1].full_name(), "layers.0.attention_norm.weight");
+        assert_eq!(table[3].kind, TensorKind::Wq);
+        assert_eq!(table.last().unwrap().kind, TensorKind::Classifier);
+        assert_eq!(tensor_table(&config(true)).unwrap().len(), table.len() - 1);
+    }
+
+    #[test]
+    fn shared_classifier_is_the_embedding() {
+        let mut p = Params::zeros(&config(true)).unwrap();
+        p.get_mut(TensorKind::TokenEmbedding, 0)[3] = 2.5;
+        assert_eq!(p.get(TensorKind::Classifier, 0)[3], 2.5);
+        assert!(!p.info(TensorKind::FfnNorm, 1).is_matrix);
+        assert!(p.info(TensorKind::W2, 1).is_matrix);
+        assert_eq!(p.info(TensorKind::W2, 1).shape, (8, 12));
+    }
+}
