@@ -45,9 +45,10 @@
 //! A model opened with [`Model::open`] reads its weights straight from a memory map of the
 //! file, which must therefore not be truncated or rewritten while the model is alive.
 //!
-//! The modules `kernels` and `quant` (the arithmetic of the forward pass) are public so that
-//! benchmarks can reach them, but they are not part of the API: they trust their callers to pass
-//! slices of matching shapes.
+//! The modules [`kernels`] and [`quant`] hold the arithmetic of the forward pass; the module
+//! documentation of [`kernels`] shows how a step of the model reaches the loop that computes it.
+//! They are public for reading, testing and benchmarking, but their functions expect slices of
+//! matching shapes (and panic otherwise): the stable API is the rest of the crate.
 
 #![warn(missing_docs)]
 
@@ -63,15 +64,14 @@ pub mod corpus;
 pub mod error;
 pub mod generate;
 pub mod inspect;
-#[doc(hidden)]
 pub mod kernels;
 pub mod math;
 pub mod model;
 pub mod params;
 pub mod pretokenize;
-#[doc(hidden)]
 pub mod quant;
 pub mod reference;
+pub mod rng;
 pub mod sampler;
 pub(crate) mod storage;
 pub mod svg;
@@ -81,11 +81,11 @@ pub mod top_k;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
-pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
+pub use generate::{evaluate, Chat, Evaluation, Generator};
 pub use model::{Logits, Model, State};
 pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
-pub use text::{Text, Utf8Assembler};
+pub use text::{Text, Token, Utf8Assembler};
 pub use tokenizer::Tokenizer;
 
 /// The README's code must compile and run too.

@@ -1,4 +1,4 @@
-//! Generated tokens as text: UTF-8 put back together across token boundaries.
+//! Generated tokens ([`Token`]) as text: UTF-8 put back together across token boundaries.
 //!
 //! A token's bytes are not always text on their own. A character missing from the vocabulary is
 //! spelled with one byte token per UTF-8 byte, so "😀" can arrive as four tokens, none of them
@@ -9,8 +9,26 @@
 //! does ([`Token::printable`]), which drops the bytes of such characters instead.
 
 use crate::error::Result;
-use crate::generate::Token;
 use crate::tokenizer;
+
+/// One generated (or prompt) token and the text it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The token id.
+    pub id: u32,
+    /// Its decoded bytes (see [`Tokenizer::decode`](crate::Tokenizer::decode)); not necessarily
+    /// valid UTF-8 on its own.
+    pub bytes: Vec<u8>,
+    /// True if the token was forced from the prompt rather than sampled.
+    pub from_prompt: bool,
+}
+
+impl Token {
+    /// The bytes `run.c` would print for this token: lone control bytes dropped.
+    pub fn printable(&self) -> &[u8] {
+        tokenizer::printable(&self.bytes)
+    }
+}
 
 /// Turns a stream of byte pieces into valid UTF-8 text, piece by piece.
 ///

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use llama2::kernels::simd::Isa;
+use llama2::kernels::Isa;
 
 const MIN_CASES: usize = 50;
 
