@@ -219,7 +219,7 @@ fn written_file_is_what_llama2c_exports() {
 #[test]
 fn any_text_round_trips_through_byte_fallback() {
     let tokenizer = tokenizer_of(&train(512));
-    let mut rng = llama2::sampler::Rng::new(7);
+    let mut rng = llama2::rng::Rng::new(7);
     let mut random = move |n: u32| rng.next_u32() % n;
     let fixed = [
         "Once upon a time 😀 there was 𐍈 ünïcödé, 中文, עברית\t\r\n end",
