@@ -418,7 +418,7 @@ pub(crate) trait Kernel: Sync {
         j0: usize,
         nc: usize,
     ) {
-        pack_strips(packed, b, p0, kc, j0, nc, Self::NR, 1, |x| self.convert(x));
+        pack_strips::<_, _, 1>(packed, b, p0, kc, j0, nc, Self::NR, |x| self.convert(x));
     }
 
     /// An operand value as the packed strips hold it.
@@ -446,11 +446,11 @@ pub(crate) trait Kernel: Sync {
     unsafe fn tile(&self, tile: &Tile<Self::A, Self::Packed>);
 }
 
-/// Pack strips of `nr` columns of `b` (`group` consecutive `k` values of a column together, for
-/// `vdpbf16ps`'s pairs), zero-padded in both directions. Strip `s` starts at `s * nr * kc'`
-/// where `kc'` is `kc` rounded up to `group`.
+/// Pack strips of `nr` columns of `b` (`GROUP` consecutive `k` values of a column side by side,
+/// for `vdpbf16ps`'s pairs), zero-padded in both directions. Strip `s` starts at
+/// `s * nr * kc'` where `kc'` is `kc` rounded up to `GROUP`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_strips<A: Copy, P: Copy + Default>(
+pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
     packed: &mut Vec<P>,
     b: View<A>,
     p0: usize,
@@ -458,29 +458,37 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default>(
     j0: usize,
     nc: usize,
     nr: usize,
-    group: usize,
     convert: impl Fn(A) -> P,
 ) {
-    let kc_padded = kc.next_multiple_of(group);
+    let kc_padded = kc.next_multiple_of(GROUP);
     let strips = nc.div_ceil(nr);
-    packed.clear();
+    // Reuse the buffer as it is: every value is written below, padding included.
     packed.resize(strips * nr * kc_padded, P::default());
-    // Step `p` of column `j` goes to group `p / group`, place `p % group`.
-    let at = |p: usize, j: usize| (p / group * nr + j) * group + p % group;
-    for (s, strip) in packed.chunks_exact_mut(nr * kc_padded).enumerate() {
+    for (s, strip) in packed[..strips * nr * kc_padded].chunks_exact_mut(nr * kc_padded).enumerate() {
         let (col0, cols) = (j0 + s * nr, nr.min(nc - s * nr));
-        // Read `b` along whichever direction it is contiguous in.
-        if b.cs == 1 {
-            for p in 0..kc {
-                let row = &b.data[(p0 + p) * b.rs + col0..][..cols];
-                for (j, &x) in row.iter().enumerate() {
-                    strip[at(p, j)] = convert(x);
+        // Group `g` of the strip holds `nr` columns of `GROUP` steps each.
+        for (g, group) in strip.chunks_exact_mut(nr * GROUP).enumerate() {
+            for h in 0..GROUP {
+                let p = g * GROUP + h;
+                if p >= kc {
+                    for x in group[h..].iter_mut().step_by(GROUP) {
+                        *x = P::default();
+                    }
+                } else if b.cs == 1 {
+                    // `b`'s rows are contiguous along the columns: copy a run of row `p`.
+                    let row = &b.data[(p0 + p) * b.rs + col0..][..cols];
+                    for (x, &y) in group[h..].iter_mut().step_by(GROUP).zip(row) {
+                        *x = convert(y);
+                    }
+                } else {
+                    for (j, x) in group[h..].iter_mut().step_by(GROUP).take(cols).enumerate() {
+                        *x = convert(b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                    }
                 }
-            }
-        } else {
-            for j in 0..cols {
-                for p in 0..kc {
-                    strip[at(p, j)] = convert(b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                if cols < nr {
+                    for x in group[cols * GROUP + h..].iter_mut().step_by(GROUP) {
+                        *x = P::default();
+                    }
                 }
             }
         }
