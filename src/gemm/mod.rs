@@ -438,6 +438,11 @@ pub(crate) trait Kernel: Sync {
         (a.data[row * a.rs + p0 * a.cs..].as_ptr(), a.rs, a.cs)
     }
 
+    /// True if [`Kernel::a_tile`] copies `a`'s tiles rather than reading them in place.
+    fn copies_a(&self, _a: View<Self::A>) -> bool {
+        false
+    }
+
     /// Compute one register tile.
     ///
     /// # Safety
@@ -466,29 +471,38 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
     packed.resize(strips * nr * kc_padded, P::default());
     for (s, strip) in packed[..strips * nr * kc_padded].chunks_exact_mut(nr * kc_padded).enumerate() {
         let (col0, cols) = (j0 + s * nr, nr.min(nc - s * nr));
-        // Group `g` of the strip holds `nr` columns of `GROUP` steps each.
-        for (g, group) in strip.chunks_exact_mut(nr * GROUP).enumerate() {
-            for h in 0..GROUP {
-                let p = g * GROUP + h;
-                if p >= kc {
-                    for x in group[h..].iter_mut().step_by(GROUP) {
-                        *x = P::default();
-                    }
-                } else if b.cs == 1 {
-                    // `b`'s rows are contiguous along the columns: copy a run of row `p`.
-                    let row = &b.data[(p0 + p) * b.rs + col0..][..cols];
-                    for (x, &y) in group[h..].iter_mut().step_by(GROUP).zip(row) {
+        // Value `(p, j)` of the strip lies at `(p / GROUP * nr + j) * GROUP + p % GROUP`.
+        if b.cs == 1 {
+            // `b`'s rows run along the columns: copy a run of each row.
+            for (g, group) in strip.chunks_exact_mut(nr * GROUP).enumerate() {
+                for h in 0..GROUP {
+                    let p = g * GROUP + h;
+                    let row: &[A] = if p < kc {
+                        &b.data[(p0 + p) * b.rs + col0..][..cols]
+                    } else {
+                        &[]
+                    };
+                    let mut places = group[h..].iter_mut().step_by(GROUP);
+                    for (x, &y) in places.by_ref().zip(row) {
                         *x = convert(y);
                     }
-                } else {
-                    for (j, x) in group[h..].iter_mut().step_by(GROUP).take(cols).enumerate() {
-                        *x = convert(b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
-                    }
+                    places.for_each(|x| *x = P::default());
                 }
-                if cols < nr {
-                    for x in group[cols * GROUP + h..].iter_mut().step_by(GROUP) {
-                        *x = P::default();
-                    }
+            }
+        } else {
+            // `b`'s columns run along `k` (`matmul_nt`): copy a run of each column.
+            for j in 0..cols {
+                let column = (0..kc).map(|p| b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                for (p, y) in column.enumerate() {
+                    strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = convert(y);
+                }
+                for p in kc..kc_padded {
+                    strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = P::default();
+                }
+            }
+            for j in cols..nr {
+                for p in 0..kc_padded {
+                    strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = P::default();
                 }
             }
         }
@@ -521,7 +535,7 @@ where
         }
         return;
     }
-    let (task_rows, task_cols) = task_shape::<K>(m, n);
+    let (task_rows, task_cols) = task_shape(kernel, a, m, n);
     let col_tasks = n.div_ceil(task_cols);
     let out = SharedOut(problem.out.as_mut_ptr());
     for_each_task(m.div_ceil(task_rows) * col_tasks, m * n * k, |task| {
@@ -562,8 +576,10 @@ struct Block {
 /// Rows and columns of a task's block: all the output with one thread; else about four tasks
 /// per thread (so they finish together), cut along the rows or along the columns. Cutting rows
 /// makes each task pack its own copy of `b` (reading and writing `k x n` values per task);
-/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less.
-fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
+/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less. A
+/// kernel that copies `a`'s tiles too is cut along the rows, so that each copy serves all
+/// the columns.
+fn task_shape<K: Kernel>(kernel: &K, a: View<K::A>, m: usize, n: usize) -> (usize, usize) {
     let threads = thread_count();
     if threads == 1 {
         return (m, n);
@@ -571,7 +587,7 @@ fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
     let tasks = 4 * threads;
     let row_bands = m.div_ceil(K::MR).min(tasks);
     let col_blocks = n.div_ceil(K::NR).min(tasks);
-    if 2 * row_bands * n <= col_blocks * m {
+    if 2 * row_bands * n <= col_blocks * m || kernel.copies_a(a) {
         (m.div_ceil(row_bands).next_multiple_of(K::MR), n)
     } else {
         (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))

@@ -255,7 +255,7 @@ impl Kernel for Avx512Dpbf16 {
         p0: usize,
         kc: usize,
     ) -> (*const u16, usize, usize) {
-        if a.cs == 1 {
+        if !self.copies_a(a) {
             return (a.data[row * a.rs + p0..].as_ptr(), a.rs, 2);
         }
         let columns = View {
@@ -265,6 +265,10 @@ impl Kernel for Avx512Dpbf16 {
         };
         pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
         (scratch.as_ptr(), 2, 2 * Self::MR)
+    }
+
+    fn copies_a(&self, a: View<u16>) -> bool {
+        a.cs != 1
     }
 
     unsafe fn tile(&self, t: &Tile<u16, u16>) {
