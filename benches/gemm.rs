@@ -81,6 +81,8 @@ fn main() {
             ("cls", 512, 64),
         ],
     ));
+    let models = std::env::var("BENCH_GEMM_MODELS").unwrap_or_else(|_| "15M,260K".into());
+    all.retain(|shape| models.split(',').any(|name| name.trim() == shape.model));
 
     print!(
         "{:<5} {:<4} {:<3} {:>6} {:>6} {:>6} |",
@@ -121,14 +123,17 @@ fn main() {
         let mut out = vec![0.0f32; m * n];
         let (mut best32, mut best16) = (0.0f64, 0.0f64);
         for &isa in &isas {
-            let time = fastest(threads, || gemm::matmul(isa, layout, &mut out, &a, &b, (m, k, n), false));
+            let time = fastest(threads, || {
+                gemm::matmul(isa, layout, &mut out, &a, &b, (m, k, n), false)
+            });
             let gflops = flops / time / 1e9;
             best32 = best32.max(gflops);
             print!(" {gflops:>10.1}");
         }
         for &isa in &isas {
-            let time =
-                fastest(threads, || gemm::matmul_bf16(isa, layout, &mut out, &a16, &b16, (m, k, n), false));
+            let time = fastest(threads, || {
+                gemm::matmul_bf16(isa, layout, &mut out, &a16, &b16, (m, k, n), false)
+            });
             let gflops = flops / time / 1e9;
             best16 = best16.max(gflops);
             print!(" {gflops:>11.1}");

@@ -438,11 +438,6 @@ pub(crate) trait Kernel: Sync {
         (a.data[row * a.rs + p0 * a.cs..].as_ptr(), a.rs, a.cs)
     }
 
-    /// True if [`Kernel::a_tile`] copies `a`'s tiles rather than reading them in place.
-    fn copies_a(&self, _a: View<Self::A>) -> bool {
-        false
-    }
-
     /// Compute one register tile.
     ///
     /// # Safety
@@ -469,7 +464,10 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
     let strips = nc.div_ceil(nr);
     // Reuse the buffer as it is: every value is written below, padding included.
     packed.resize(strips * nr * kc_padded, P::default());
-    for (s, strip) in packed[..strips * nr * kc_padded].chunks_exact_mut(nr * kc_padded).enumerate() {
+    for (s, strip) in packed[..strips * nr * kc_padded]
+        .chunks_exact_mut(nr * kc_padded)
+        .enumerate()
+    {
         let (col0, cols) = (j0 + s * nr, nr.min(nc - s * nr));
         // Value `(p, j)` of the strip lies at `(p / GROUP * nr + j) * GROUP + p % GROUP`.
         if b.cs == 1 {
@@ -535,7 +533,7 @@ where
         }
         return;
     }
-    let (task_rows, task_cols) = task_shape(kernel, a, m, n);
+    let (task_rows, task_cols) = task_shape::<K>(m, n);
     let col_tasks = n.div_ceil(task_cols);
     let out = SharedOut(problem.out.as_mut_ptr());
     for_each_task(m.div_ceil(task_rows) * col_tasks, m * n * k, |task| {
@@ -576,10 +574,8 @@ struct Block {
 /// Rows and columns of a task's block: all the output with one thread; else about four tasks
 /// per thread (so they finish together), cut along the rows or along the columns. Cutting rows
 /// makes each task pack its own copy of `b` (reading and writing `k x n` values per task);
-/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less. A
-/// kernel that copies `a`'s tiles too is cut along the rows, so that each copy serves all
-/// the columns.
-fn task_shape<K: Kernel>(kernel: &K, a: View<K::A>, m: usize, n: usize) -> (usize, usize) {
+/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less.
+fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
     let threads = thread_count();
     if threads == 1 {
         return (m, n);
@@ -587,7 +583,7 @@ fn task_shape<K: Kernel>(kernel: &K, a: View<K::A>, m: usize, n: usize) -> (usiz
     let tasks = 4 * threads;
     let row_bands = m.div_ceil(K::MR).min(tasks);
     let col_blocks = n.div_ceil(K::NR).min(tasks);
-    if 2 * row_bands * n <= col_blocks * m || kernel.copies_a(a) {
+    if 2 * row_bands * n <= col_blocks * m {
         (m.div_ceil(row_bands).next_multiple_of(K::MR), n)
     } else {
         (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))
@@ -687,6 +683,7 @@ thread_buffers!(BUFFERS_BF16, u16, u16);
 thread_buffers!(BUFFERS_BF16_AS_F32, f32, u16);
 
 /// Below this many multiply-adds a product runs on the calling thread.
+#[cfg(feature = "parallel")]
 const MIN_PARALLEL_WORK: usize = 1 << 18;
 
 /// Call `f(task)` for every task `0..tasks`, on all threads when `work` (multiply-adds) is

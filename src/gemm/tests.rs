@@ -272,7 +272,7 @@ fn bf16_rounds_to_nearest_even() {
         let down = (x.to_bits() >> 16) as u16;
         let (lo, hi) = (bf16_to_f32(down) as f64, bf16_to_f32(down + 1) as f64);
         let (dl, dh) = ((x as f64 - lo).abs(), (hi - x as f64).abs());
-        let want = if dl < dh || (dl == dh && down % 2 == 0) {
+        let want = if dl < dh || (dl == dh && down.is_multiple_of(2)) {
             down
         } else {
             down + 1

@@ -255,7 +255,7 @@ impl Kernel for Avx512Dpbf16 {
         p0: usize,
         kc: usize,
     ) -> (*const u16, usize, usize) {
-        if !self.copies_a(a) {
+        if a.cs == 1 {
             return (a.data[row * a.rs + p0..].as_ptr(), a.rs, 2);
         }
         let columns = View {
@@ -265,10 +265,6 @@ impl Kernel for Avx512Dpbf16 {
         };
         pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
         (scratch.as_ptr(), 2, 2 * Self::MR)
-    }
-
-    fn copies_a(&self, a: View<u16>) -> bool {
-        a.cs != 1
     }
 
     unsafe fn tile(&self, t: &Tile<u16, u16>) {
@@ -314,7 +310,11 @@ unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
         let mut acc = tile::load::<Avx512, u16, u16, MR, 2>(t);
         let pairs = t.kc / 2;
         for j in 0..pairs {
-            let pair = |i: usize| t.a.add(i * t.a_rs + j * t.a_cs).cast::<u32>().read_unaligned();
+            let pair = |i: usize| {
+                t.a.add(i * t.a_rs + j * t.a_cs)
+                    .cast::<u32>()
+                    .read_unaligned()
+            };
             acc = dpbf16_step(acc, t.b.add(j * 64), pair);
         }
         if t.kc % 2 == 1 {
@@ -332,6 +332,7 @@ unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
 ///
 /// As [`tile_dpbf16`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // constant indices keep the sums in registers
 unsafe fn dpbf16_step<const MR: usize>(
     mut acc: [[Avx512; 2]; MR],
     b: *const u16,
