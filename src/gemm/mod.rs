@@ -402,16 +402,20 @@ pub(crate) trait Kernel: Sync {
     /// Element of the operands (`f32`, or `u16` for bf16).
     type A: Copy + Sync;
     /// Element of the packed strips of `b`.
-    type Packed: Copy + Default + Send;
+    type Packed: PackedValue;
     /// Rows of a register tile.
     const MR: usize;
     /// Columns of a register tile (the width of a packed strip).
     const NR: usize;
 
-    /// Pack `b(p0 + p, j0 + j)` for `p < kc`, `j < nc` into strips of `NR` columns, zero-padded.
+    /// Values of `k` a packed strip holds side by side (1, or 2 for `vdpbf16ps`'s pairs).
+    const GROUP: usize = 1;
+
+    /// Pack `b(p0 + p, j0 + j)` for `p < kc`, `j < nc` into strips of `NR` columns, zero-padded:
+    /// `packed` holds [`packed_len`]`::<Self>(kc, nc)` values.
     fn pack_b(
         &self,
-        packed: &mut Vec<Self::Packed>,
+        packed: &mut [Self::Packed],
         b: View<Self::A>,
         p0: usize,
         kc: usize,
@@ -451,7 +455,7 @@ pub(crate) trait Kernel: Sync {
 /// `s * nr * kc'` where `kc'` is `kc` rounded up to `GROUP`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
-    packed: &mut Vec<P>,
+    packed: &mut [P],
     b: View<A>,
     p0: usize,
     kc: usize,
@@ -462,8 +466,7 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
 ) {
     let kc_padded = kc.next_multiple_of(GROUP);
     let strips = nc.div_ceil(nr);
-    // Reuse the buffer as it is: every value is written below, padding included.
-    packed.resize(strips * nr * kc_padded, P::default());
+    // Every value is written below, padding included.
     for (s, strip) in packed[..strips * nr * kc_padded]
         .chunks_exact_mut(nr * kc_padded)
         .enumerate()
@@ -507,14 +510,57 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
     }
 }
 
+/// Values of the packed strips of a `kc x nc` block of `b`.
+pub(crate) fn packed_len<K: Kernel>(kc: usize, nc: usize) -> usize {
+    nc.div_ceil(K::NR) * K::NR * kc.next_multiple_of(K::GROUP)
+}
+
+/// Largest `b` (values) packed whole, once per call, for all tasks to share (16 MiB of `f32`);
+/// a larger one is packed block by block by each task.
+const SHARED_B_MAX: usize = 1 << 22;
+
 /// Per-thread pack buffers, reused from call to call.
 pub(crate) struct Buffers<P, A> {
     b: Vec<P>,
     a: Vec<A>,
 }
 
-/// Run the blocked product with `kernel`: bands of rows spread over threads.
+/// Run the blocked product with `kernel`: blocks of the output spread over threads.
 fn run<K: Kernel>(kernel: &K, problem: &mut Problem<K::A>)
+where
+    Buffers<K::Packed, K::A>: ThreadBuffers,
+{
+    let Problem {
+        k,
+        n,
+        b,
+        accumulate,
+        ..
+    } = *problem;
+    if k == 0 {
+        if !accumulate {
+            problem.out.fill(0.0);
+        }
+        return;
+    }
+    if packed_len::<K>(k, n) > SHARED_B_MAX {
+        run_tasks(kernel, problem, None);
+        return;
+    }
+    // Pack all of `b` once, its strips spread over the threads, for every task to read.
+    K::Packed::with_shared(|packed| {
+        packed.resize(packed_len::<K>(k, n), Default::default());
+        let strip_len = packed_len::<K>(k, K::NR);
+        for_each_chunk(packed, strip_len, k * n, |s, strip| {
+            let col = s * K::NR;
+            kernel.pack_b(strip, b, 0, k, col, K::NR.min(n - col));
+        });
+        run_tasks(kernel, problem, Some(packed));
+    });
+}
+
+/// The tasks of [`run`], with all of `b` packed in `whole_b` or packing it as they go.
+fn run_tasks<K: Kernel>(kernel: &K, problem: &mut Problem<K::A>, whole_b: Option<&[K::Packed]>)
 where
     Buffers<K::Packed, K::A>: ThreadBuffers,
 {
@@ -527,15 +573,13 @@ where
         accumulate,
         ..
     } = *problem;
-    if k == 0 {
-        if !accumulate {
-            problem.out.fill(0.0);
-        }
-        return;
-    }
-    let (task_rows, task_cols) = task_shape::<K>(m, n);
+    let (task_rows, task_cols) = task_shape::<K>(m, n, whole_b.is_some());
     let col_tasks = n.div_ceil(task_cols);
     let out = SharedOut(problem.out.as_mut_ptr());
+    let b = match whole_b {
+        Some(packed) => PackedB::Whole(packed),
+        None => PackedB::PerTask(b),
+    };
     for_each_task(m.div_ceil(task_rows) * col_tasks, m * n * k, |task| {
         let (row0, col0) = (task / col_tasks * task_rows, task % col_tasks * task_cols);
         let block = Block {
@@ -550,6 +594,13 @@ where
             unsafe { compute_block(kernel, buffers, out, n, a, b, block, k, accumulate) }
         });
     });
+}
+
+/// Where a task finds `b`'s strips: all packed already, or to be packed block by block.
+#[derive(Clone, Copy)]
+enum PackedB<'a, A, P> {
+    Whole(&'a [P]),
+    PerTask(View<'a, A>),
 }
 
 /// The output matrix, written by several tasks at once, each in its own block.
@@ -575,7 +626,8 @@ struct Block {
 /// per thread (so they finish together), cut along the rows or along the columns. Cutting rows
 /// makes each task pack its own copy of `b` (reading and writing `k x n` values per task);
 /// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less.
-fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
+/// With `b` packed once for all, cutting rows costs nothing.
+fn task_shape<K: Kernel>(m: usize, n: usize, whole_b: bool) -> (usize, usize) {
     let threads = thread_count();
     if threads == 1 {
         return (m, n);
@@ -583,7 +635,8 @@ fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
     let tasks = 4 * threads;
     let row_bands = m.div_ceil(K::MR).min(tasks);
     let col_blocks = n.div_ceil(K::NR).min(tasks);
-    if 2 * row_bands * n <= col_blocks * m {
+    let rows_cost = if whole_b { 0 } else { 2 * row_bands * n };
+    if rows_cost <= col_blocks * m && (row_bands >= col_blocks || !whole_b) {
         (m.div_ceil(row_bands).next_multiple_of(K::MR), n)
     } else {
         (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))
@@ -603,7 +656,7 @@ unsafe fn compute_block<K: Kernel>(
     out: SharedOut,
     ldo: usize,
     a: View<K::A>,
-    b: View<K::A>,
+    b: PackedB<K::A, K::Packed>,
     block: Block,
     k: usize,
     accumulate: bool,
@@ -618,12 +671,26 @@ unsafe fn compute_block<K: Kernel>(
         let nc = NC.min(col0 + cols - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            kernel.pack_b(&mut buffers.b, b, p0, kc, j0, nc);
-            let strip_len = buffers.b.len() / nc.div_ceil(K::NR);
+            // Strip `s` of this block, from step `p0`.
+            let (strips, strip_len, first): (&[K::Packed], usize, usize) = match b {
+                PackedB::Whole(packed) => (packed, packed_len::<K>(k, K::NR), j0 / K::NR),
+                PackedB::PerTask(b) => {
+                    buffers
+                        .b
+                        .resize(packed_len::<K>(kc, nc), Default::default());
+                    kernel.pack_b(&mut buffers.b, b, p0, kc, j0, nc);
+                    (&buffers.b, packed_len::<K>(kc, K::NR), 0)
+                }
+            };
+            let step0 = match b {
+                PackedB::Whole(_) => p0 * K::NR,
+                PackedB::PerTask(_) => 0,
+            };
             for i in (row0..row0 + rows).step_by(K::MR) {
                 let tile_rows = K::MR.min(row0 + rows - i);
                 let (a_ptr, a_rs, a_cs) = kernel.a_tile(&mut buffers.a, a, i, tile_rows, p0, kc);
-                for (s, strip) in buffers.b.chunks_exact(strip_len).enumerate() {
+                for s in 0..nc.div_ceil(K::NR) {
+                    let strip = &strips[(first + s) * strip_len + step0..];
                     let col = j0 + s * K::NR;
                     let tile = Tile {
                         rows: tile_rows,
@@ -663,6 +730,39 @@ impl<P, A> Buffers<P, A> {
     }
 }
 
+thread_local! {
+    static WHOLE_B_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static WHOLE_B_U16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An element of packed strips, with the calling thread's buffer for a whole packed `b`.
+pub(crate) trait PackedValue: Copy + Default + Send + Sync + 'static {
+    /// Run `f` with the buffer.
+    fn with_shared<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+}
+
+impl PackedValue for f32 {
+    fn with_shared<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        WHOLE_B_F32.with(|cell| with_cell(cell, f))
+    }
+}
+
+impl PackedValue for u16 {
+    fn with_shared<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        WHOLE_B_U16.with(|cell| with_cell(cell, f))
+    }
+}
+
+/// Run `f` with the buffer in `cell`, or with a new one if it is in use: while this thread
+/// waits for a product's tasks, rayon may give it another product to run (when products are
+/// themselves called from parallel loops), which needs a buffer of its own.
+fn with_cell<T, R>(cell: &RefCell<Vec<T>>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut Vec::new()),
+    }
+}
+
 /// This thread's pack buffers of one pair of element types.
 pub(crate) trait ThreadBuffers: Sized + 'static {
     /// Run `f` with them.
@@ -697,6 +797,28 @@ fn for_each_task(tasks: usize, work: usize, f: impl Fn(usize) + Sync) {
     }
     let _ = work;
     (0..tasks).for_each(f);
+}
+
+/// Call `f(index, chunk)` for every chunk of `chunk_len` values of `data`, on all threads when
+/// `work` is worth it.
+fn for_each_chunk<P: Send>(
+    data: &mut [P],
+    chunk_len: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [P]) + Sync,
+) {
+    #[cfg(feature = "parallel")]
+    if work >= MIN_PARALLEL_WORK && thread_count() > 1 {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
+        return;
+    }
+    let _ = work;
+    for (i, chunk) in data.chunks_mut(chunk_len).enumerate() {
+        f(i, chunk);
+    }
 }
 
 /// Threads the products are spread over: rayon's (`RAYON_NUM_THREADS`), 1 without the

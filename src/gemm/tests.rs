@@ -28,8 +28,9 @@ impl Rng {
 }
 
 /// `(m, k, n)`: single values, sizes just off the tiles (14 x 32, 6 x 16, 4 x 16), `k` odd and
-/// past one block (`KC = 256`), `n` past one block of columns (`NC = 512`), long thin ones.
-const SHAPES: [(usize, usize, usize); 16] = [
+/// past one block (`KC = 256`), `n` past one block of columns (`NC = 512`), long thin ones, and
+/// a `b` too large to be packed whole ([`SHARED_B_MAX`]), packed block by block by each task.
+const SHAPES: [(usize, usize, usize); 17] = [
     (1, 1, 1),
     (1, 7, 1),
     (3, 5, 2),
@@ -46,6 +47,7 @@ const SHAPES: [(usize, usize, usize); 16] = [
     (200, 64, 40),
     (1, 300, 600),
     (300, 3, 1),
+    (3, 301, 14000),
 ];
 
 const LAYOUTS: [Layout; 3] = [Layout::Nt, Layout::Nn, Layout::Tn];
@@ -235,6 +237,30 @@ fn results_do_not_depend_on_the_thread_count() {
     let one = run(1);
     for threads in [2, 3, 7] {
         assert_same_bits(&run(threads), &one, &format!("{threads} threads"));
+    }
+}
+
+/// Products called from a parallel loop (as a training step may call them, one per layer or
+/// head): a thread waiting for one product's tasks may be given another product to run.
+#[cfg(feature = "parallel")]
+#[test]
+fn products_can_be_called_from_parallel_loops() {
+    use rayon::prelude::*;
+    let mut rng = Rng(13);
+    let (m, k, n) = (100, 300, 200);
+    let (a, b) = (rng.values(m * k), rng.values(n * k));
+    let mut want = vec![0.0; m * n];
+    plain::matmul(Layout::Nt, &mut want, &a, &b, m, k, n, false);
+    let outs: Vec<Vec<f32>> = (0..16)
+        .into_par_iter()
+        .map(|_| {
+            let mut out = vec![0.0; m * n];
+            matmul_nt(&mut out, &a, &b, m, k, n, false);
+            out
+        })
+        .collect();
+    for out in &outs {
+        assert_same_bits(out, &want, "nested");
     }
 }
 

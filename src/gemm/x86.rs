@@ -226,15 +226,9 @@ impl Kernel for Avx512Dpbf16 {
     const MR: usize = 14;
     const NR: usize = 32;
 
-    fn pack_b(
-        &self,
-        packed: &mut Vec<u16>,
-        b: View<u16>,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-    ) {
+    const GROUP: usize = 2;
+
+    fn pack_b(&self, packed: &mut [u16], b: View<u16>, p0: usize, kc: usize, j0: usize, nc: usize) {
         pack_strips::<_, _, 2>(packed, b, p0, kc, j0, nc, Self::NR, |x| x);
     }
 
@@ -263,6 +257,7 @@ impl Kernel for Avx512Dpbf16 {
             rs: a.cs,
             cs: a.rs,
         };
+        scratch.resize(Self::MR * kc.next_multiple_of(2), 0);
         pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
         (scratch.as_ptr(), 2, 2 * Self::MR)
     }
