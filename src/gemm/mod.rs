@@ -20,24 +20,30 @@
 //! depend on the thread count. (The BF16 instruction also treats subnormal inputs and results
 //! as zero; the other paths do not, so values below `f32::MIN_POSITIVE` may differ there.)
 //!
-//! **Blocking.** The output is cut into bands of rows, one task each (rayon with the `parallel`
-//! feature). In a band, for each block of up to [`NC`] columns and [`KC`] values of `k`, the
-//! block of `b` is packed once into strips of `NR` columns laid out `k`-major (so one
-//! `k` step of a strip is `NR` consecutive values, and the strip stays in L1 while it is used),
-//! then a register tile of `MR x NR` sums is kept in vector registers while `k` runs: per
-//! step, `NR / lanes` vector loads of `b`, and one broadcast of `a` per row. `a` is read where
-//! it lies: its rows (or, for [`matmul_tn`], its columns) are already contiguous in `k` or in
-//! the tile's rows, so packing it would cost a pass over memory for nothing, which matters for
-//! small `k` (`dim = 64`). Tiles: AVX-512 14 x 32, AVX2 6 x 16, plain 4 x 16; pack buffers are
-//! per thread and reused, so a call allocates nothing once the threads have warmed up.
+//! **Blocking.** `b` is packed into strips of `NR` columns laid out `k`-major (one step of
+//! `k` is `NR` consecutive values; bf16 strips for `vdpbf16ps` hold pairs of steps side by
+//! side), zero-padded. A register tile of `MR x NR` sums stays in vector registers while `k`
+//! runs: per step, `NR / lanes` vector loads of the strip and one broadcast of `a` per row.
+//! Tiles: AVX-512 14 x 32 (28 of the 32 registers hold sums), AVX2 6 x 16, plain 4 x 16.
+//! The output is cut into blocks of rows (or of columns, when that moves less data), one task
+//! each (rayon with the `parallel` feature); a task walks `k` in blocks of [`KC`] (a strip's
+//! block, 32 KiB, stays in L1 while the task's row tiles pass over it) and its columns in
+//! blocks of [`NC`]. A `b` of up to 16 MiB packed (every `b` of the training shapes but the
+//! classifier's input gradient) is packed once per call, by all threads, and shared; a larger
+//! one is packed block by block by each task. `a` is read where it lies: its rows (or, for
+//! [`matmul_tn`], its columns) are already contiguous along `k` or along the tile's rows, so
+//! packing it would cost a pass over memory for little, which matters for small `k`
+//! (`dim = 64`); only the bf16 `matmul_tn` on `vdpbf16ps` copies a tile of `a` as pairs. Pack
+//! buffers are per thread and reused: a call allocates nothing once they have grown.
 //!
 //! **Not here**: anything but dense row-major `f32`/`bf16` products (no strides, no `alpha`/`beta`
 //! beyond `accumulate`), integer products, matrix-vector products (see [`crate::kernels`] for
 //! inference, whose sums follow `run.c` instead).
 //!
-//! **Contracts.** `out.len() == m * n`, and `a` and `b` hold `m * k` and `k * n` values. These
-//! are checked with `debug_assert!` only; in release builds a call with shorter slices does
-//! nothing (the kernels never read or write outside the slices they are given).
+//! **Contracts.** `out` holds at least `m * n` values and `a` and `b` at least `m * k` and
+//! `k * n` (only the first `m * n` of `out` are written). Shorter slices fail a
+//! `debug_assert!` in debug builds; in release builds the call does nothing (it never reads or
+//! writes outside the slices it is given, and never panics).
 
 pub mod plain;
 #[cfg(test)]
@@ -580,20 +586,24 @@ where
         Some(packed) => PackedB::Whole(packed),
         None => PackedB::PerTask(b),
     };
-    for_each_task(m.div_ceil(task_rows) * col_tasks, m * n * k, |task| {
-        let (row0, col0) = (task / col_tasks * task_rows, task % col_tasks * task_cols);
-        let block = Block {
-            row0,
-            rows: task_rows.min(m - row0),
-            col0,
-            cols: task_cols.min(n - col0),
-        };
-        Buffers::with(|buffers| {
-            // SAFETY: tasks cover disjoint blocks of the `m x n` output, which `out` points
-            // at (`Problem::new` checked its length), and each writes only inside its own.
-            unsafe { compute_block(kernel, buffers, out, n, a, b, block, k, accumulate) }
-        });
-    });
+    for_each_task(
+        m.div_ceil(task_rows) * col_tasks,
+        m.saturating_mul(n).saturating_mul(k),
+        |task| {
+            let (row0, col0) = (task / col_tasks * task_rows, task % col_tasks * task_cols);
+            let block = Block {
+                row0,
+                rows: task_rows.min(m - row0),
+                col0,
+                cols: task_cols.min(n - col0),
+            };
+            Buffers::with(|buffers| {
+                // SAFETY: tasks cover disjoint blocks of the `m x n` output, which `out` points
+                // at (`Problem::new` checked its length), and each writes only inside its own.
+                unsafe { compute_block(kernel, buffers, out, n, a, b, block, k, accumulate) }
+            });
+        },
+    );
 }
 
 /// Where a task finds `b`'s strips: all packed already, or to be packed block by block.
