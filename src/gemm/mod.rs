@@ -633,10 +633,11 @@ struct Block {
 }
 
 /// Rows and columns of a task's block: all the output with one thread; else about four tasks
-/// per thread (so they finish together), cut along the rows or along the columns. Cutting rows
-/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task);
-/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less.
-/// With `b` packed once for all, cutting rows costs nothing.
+/// per thread (so they finish together). With `b` packed once for all, the output is cut along
+/// the rows, and along the columns too when there are too few rows for all the tasks (a weight
+/// gradient of a narrow layer). Otherwise it is cut along one direction only: cutting rows
+/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task),
+/// cutting columns makes each read all of `a` (`m x k` per task); whichever moves less.
 fn task_shape<K: Kernel>(m: usize, n: usize, whole_b: bool) -> (usize, usize) {
     let threads = thread_count();
     if threads == 1 {
@@ -645,9 +646,12 @@ fn task_shape<K: Kernel>(m: usize, n: usize, whole_b: bool) -> (usize, usize) {
     let tasks = 4 * threads;
     let row_bands = m.div_ceil(K::MR).min(tasks);
     let col_blocks = n.div_ceil(K::NR).min(tasks);
-    let rows_cost = if whole_b { 0 } else { 2 * row_bands * n };
-    if rows_cost <= col_blocks * m && (row_bands >= col_blocks || !whole_b) {
-        (m.div_ceil(row_bands).next_multiple_of(K::MR), n)
+    let rows = m.div_ceil(row_bands).next_multiple_of(K::MR);
+    if whole_b {
+        let col_blocks = col_blocks.min(tasks.div_ceil(row_bands));
+        (rows, n.div_ceil(col_blocks).next_multiple_of(K::NR))
+    } else if 2 * row_bands * n <= col_blocks * m {
+        (rows, n)
     } else {
         (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))
     }
