@@ -46,6 +46,7 @@
 
 mod dropout;
 mod init;
+mod isa;
 mod linear;
 mod model;
 pub mod ops;

@@ -3,6 +3,7 @@
 //! inputs), `y += a x`, and an `exp` without branches or library calls.
 
 /// `x[i] = e^(x[i] - shift)`.
+#[inline(always)]
 pub fn exp_shifted(x: &mut [f32], shift: f32) {
     x.iter_mut().for_each(|x| *x = exp(*x - shift));
 }
@@ -31,6 +32,7 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// Sum with eight partial sums (a fixed order, whatever the length).
+#[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = x.chunks_exact(8);
@@ -44,6 +46,7 @@ pub fn sum(x: &[f32]) -> f32 {
 }
 
 /// Dot product with eight partial sums.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -62,6 +65,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += alpha * x`.
+#[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += alpha * x;
