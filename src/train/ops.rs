@@ -13,7 +13,7 @@
 use super::dropout::Mask;
 use super::isa::widest;
 use super::par::{for_each_zip3, for_each_zip4};
-use super::vector::{axpy, dot, exp, exp_shifted, sum};
+use super::vector::{axpy, dot, exp, exp_shifted, max, sum, sum_exp};
 use crate::kernels::parallel::for_each_row_group;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
@@ -500,32 +500,76 @@ pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
 /// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row. `targets` must be below `V`.
 pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16], vocab: usize) {
     for_each_row_group(losses, 1, vocab, |first_row, block| {
-        for (r, loss) in block.iter_mut().enumerate() {
-            let i = first_row + r;
-            let row = &logits[i * vocab..][..vocab];
-            *loss = log_sum_exp(row) - row[targets[i] as usize];
-        }
+        cross_entropy_rows(block, logits, targets, vocab, first_row)
     });
+}
+
+widest! {
+    /// [`cross_entropy_forward`] for the rows from `first_row` on, one per value of `losses`.
+    fn cross_entropy_rows = cross_entropy_rows_body(
+        losses: &mut [f32],
+        logits: &[f32],
+        targets: &[u16],
+        vocab: usize,
+        first_row: usize,
+    )
+}
+
+#[inline(always)]
+fn cross_entropy_rows_body(
+    losses: &mut [f32],
+    logits: &[f32],
+    targets: &[u16],
+    vocab: usize,
+    first_row: usize,
+) {
+    for (r, loss) in losses.iter_mut().enumerate() {
+        let i = first_row + r;
+        let row = &logits[i * vocab..][..vocab];
+        *loss = log_sum_exp(row) - row[targets[i] as usize];
+    }
 }
 
 /// Turns `logits (N, V)` in place into the gradient of `scale * sum of the rows' losses`:
 /// `scale * (softmax(row) - onehot(target))`.
 pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize, scale: f32) {
     for_each_row_group(logits, vocab, vocab, |first_row, block| {
-        for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
-            let lse = log_sum_exp(row);
-            for x in row.iter_mut() {
-                *x = exp(*x - lse) * scale;
-            }
-            row[targets[first_row + r] as usize] -= scale;
-        }
+        softmax_gradient_rows(block, targets, vocab, scale, first_row)
     });
 }
 
+widest! {
+    /// [`cross_entropy_backward`] for the rows of `block`, the first being row `first_row`.
+    fn softmax_gradient_rows = softmax_gradient_rows_body(
+        block: &mut [f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+        first_row: usize,
+    )
+}
+
+#[inline(always)]
+fn softmax_gradient_rows_body(
+    block: &mut [f32],
+    targets: &[u16],
+    vocab: usize,
+    scale: f32,
+    first_row: usize,
+) {
+    for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
+        let lse = log_sum_exp(row);
+        for x in row.iter_mut() {
+            *x = exp(*x - lse) * scale;
+        }
+        row[targets[first_row + r] as usize] -= scale;
+    }
+}
+
+#[inline(always)]
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
-    max + sum.ln()
+    let max = max(row);
+    max + sum_exp(row, max).ln()
 }
 
 #[cfg(test)]

@@ -45,6 +45,37 @@ pub fn sum(x: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// The largest value (negative infinity for none), over eight lanes.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `sum_i e^(x[i] - shift)` with eight partial sums.
+#[inline(always)]
+pub fn sum_exp(x: &[f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += exp(c[i] - shift);
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 /// Dot product with eight partial sums.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -94,5 +125,9 @@ mod tests {
         let x: Vec<f32> = (1..=21).map(|i| i as f32).collect();
         assert_eq!(super::sum(&x), 231.0);
         assert_eq!(super::dot(&x, &x), 3311.0);
+        assert_eq!(super::max(&x), 21.0);
+        let e = super::sum_exp(&x, 21.0) as f64;
+        let want: f64 = (1..=21).map(|i| ((i - 21) as f64).exp()).sum();
+        assert!((e - want).abs() < 1e-6);
     }
 }
