@@ -5,24 +5,28 @@
 //! The loops of `train::vector` keep a fixed number of partial sums and the compiler may not
 //! reorder float arithmetic, so every build computes the same bits; only the speed differs.
 
-/// `widest!(fn name = body(arg: Type, ...))` defines `fn name(arg: Type, ...)` that calls
-/// `body(arg, ...)` (an `#[inline(always)]` function) compiled for the widest vectors the CPU
-/// has.
+/// `widest! { fn name / plain(arg: Type, ...) { body } }` defines `plain`, an
+/// `#[inline(always)]` function with that body, and `name`, which runs it compiled for the
+/// widest vectors the CPU has.
 macro_rules! widest {
-    ($(#[$meta:meta])* fn $name:ident = $body:ident ($($arg:ident: $ty:ty),* $(,)?)) => {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident / $plain:ident ($($arg:ident: $ty:ty),* $(,)?) $body:block
+    ) => {
         $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
                 #[allow(clippy::too_many_arguments)]
                 fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $plain($($arg),*)
                 }
                 #[target_feature(enable = "avx2")]
                 #[allow(clippy::too_many_arguments)]
                 fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $plain($($arg),*)
                 }
                 if std::is_x86_feature_detected!("avx512f") {
                     // SAFETY: this CPU has AVX-512F, checked just above.
@@ -33,8 +37,12 @@ macro_rules! widest {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $plain($($arg),*)
         }
+
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn $plain($($arg: $ty),*) $body
     };
 }
 

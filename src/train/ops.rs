@@ -227,8 +227,7 @@ pub fn attention_forward(
 widest! {
     /// Attention of one head of one sequence: `y (T, hd)`, `lse (T)`, `scratch` of
     /// `T (1 + 2 hd)` values, for head `bh = b * H + h`.
-    #[allow(clippy::too_many_arguments)]
-    fn forward_head = forward_head_body(
+    fn forward_head / forward_head_body(
         y: &mut [f32],
         lse: &mut [f32],
         scratch: &mut [f32],
@@ -238,43 +237,29 @@ widest! {
         s: AttentionShape,
         mask: Mask,
         bh: usize,
-    )
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn forward_head_body(
-    y: &mut [f32],
-    lse: &mut [f32],
-    scratch: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    s: AttentionShape,
-    mask: Mask,
-    bh: usize,
-) {
-    let (t_len, hd) = (s.seq_len, s.head_dim);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (b, h) = (bh / s.heads, bh % s.heads);
-    let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
-    let (p, kv_t) = scratch.split_at_mut(t_len);
-    let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
-    transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
-    transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
-    let q = &q[bh * t_len * hd..][..t_len * hd];
-    for t in 0..t_len {
-        let p = &mut p[..=t];
-        scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
-        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        exp_shifted(p, max);
-        let sum = sum(p);
-        lse[t] = max + sum.ln();
-        let inv_sum = 1.0 / sum;
-        p.iter_mut().for_each(|p| *p *= inv_sum);
-        apply_mask(p, mask, (bh * t_len + t) * t_len);
-        for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
-            *y = dot(p, &v_t[d * t_len..][..=t]);
+    ) {
+        let (t_len, hd) = (s.seq_len, s.head_dim);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
+        let (p, kv_t) = scratch.split_at_mut(t_len);
+        let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
+        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+        let q = &q[bh * t_len * hd..][..t_len * hd];
+        for t in 0..t_len {
+            let p = &mut p[..=t];
+            scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
+            let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            exp_shifted(p, max);
+            let sum = sum(p);
+            lse[t] = max + sum.ln();
+            let inv_sum = 1.0 / sum;
+            p.iter_mut().for_each(|p| *p *= inv_sum);
+            apply_mask(p, mask, (bh * t_len + t) * t_len);
+            for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
+                *y = dot(p, &v_t[d * t_len..][..=t]);
+            }
         }
     }
 }
@@ -317,8 +302,7 @@ pub fn attention_backward(
 widest! {
     /// Gradients of the query heads of key/value head `bg = b * (H / rep) + g`: `d_q`
     /// `(rep, T, hd)`, `d_k, d_v (T, hd)`, `scratch` of `T (3 + 4 hd)` values.
-    #[allow(clippy::too_many_arguments)]
-    fn backward_kv_head = backward_kv_head_body(
+    fn backward_kv_head / backward_kv_head_body(
         d_q: &mut [f32],
         d_k: &mut [f32],
         d_v: &mut [f32],
@@ -331,76 +315,59 @@ widest! {
         s: AttentionShape,
         mask: Mask,
         bg: usize,
-    )
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_kv_head_body(
-    d_q: &mut [f32],
-    d_k: &mut [f32],
-    d_v: &mut [f32],
-    scratch: &mut [f32],
-    d_y: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    lse: &[f32],
-    s: AttentionShape,
-    mask: Mask,
-    bg: usize,
-) {
-    let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
-    let scale = 1.0 / (hd as f32).sqrt();
-    let b = bg / s.kv_heads;
-    let kv = bg * t_len * hd;
-    let (rows, cols) = scratch.split_at_mut(3 * t_len);
-    let (p, rest) = rows.split_at_mut(t_len);
-    let (dp, a) = rest.split_at_mut(t_len);
-    let (k_t, rest) = cols.split_at_mut(t_len * hd);
-    let (v_t, rest) = rest.split_at_mut(t_len * hd);
-    let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
-    transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
-    transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
-    d_k_t.fill(0.0);
-    d_v_t.fill(0.0);
-    for r in 0..rep {
-        let bh = b * s.heads + (bg % s.kv_heads) * rep + r;
-        let q = &q[bh * t_len * hd..][..t_len * hd];
-        let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
-        let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
-        for t in 0..t_len {
-            let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
-            let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
-            // The forward pass's weights again: p and a = p * mask.
-            scores(p, q_t, k_t, t_len, scale);
-            exp_shifted(p, lse[bh * t_len + t]);
-            a.copy_from_slice(p);
-            let row = (bh * t_len + t) * t_len;
-            apply_mask(a, mask, row);
-            // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
-            dp.fill(0.0);
-            for (d, &g) in d_y_t.iter().enumerate() {
-                axpy(dp, g, &v_t[d * t_len..][..=t]);
-                axpy(&mut d_v_t[d * t_len..][..=t], g, a);
-            }
-            apply_mask(dp, mask, row);
-            // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
-            let p_dot_dp = dot(p, dp);
-            for (ds, &p) in dp.iter_mut().zip(p.iter()) {
-                *ds = p * (*ds - p_dot_dp) * scale;
-            }
-            let ds = &*dp;
-            for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
-                *dq = dot(ds, &k_t[d * t_len..][..=t]);
-            }
-            for (d, &qd) in q_t.iter().enumerate() {
-                axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
+    ) {
+        let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let b = bg / s.kv_heads;
+        let kv = bg * t_len * hd;
+        let (rows, cols) = scratch.split_at_mut(3 * t_len);
+        let (p, rest) = rows.split_at_mut(t_len);
+        let (dp, a) = rest.split_at_mut(t_len);
+        let (k_t, rest) = cols.split_at_mut(t_len * hd);
+        let (v_t, rest) = rest.split_at_mut(t_len * hd);
+        let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
+        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+        d_k_t.fill(0.0);
+        d_v_t.fill(0.0);
+        for r in 0..rep {
+            let bh = b * s.heads + (bg % s.kv_heads) * rep + r;
+            let q = &q[bh * t_len * hd..][..t_len * hd];
+            let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
+            let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
+            for t in 0..t_len {
+                let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
+                let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
+                // The forward pass's weights again: p and a = p * mask.
+                scores(p, q_t, k_t, t_len, scale);
+                exp_shifted(p, lse[bh * t_len + t]);
+                a.copy_from_slice(p);
+                let row = (bh * t_len + t) * t_len;
+                apply_mask(a, mask, row);
+                // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
+                dp.fill(0.0);
+                for (d, &g) in d_y_t.iter().enumerate() {
+                    axpy(dp, g, &v_t[d * t_len..][..=t]);
+                    axpy(&mut d_v_t[d * t_len..][..=t], g, a);
+                }
+                apply_mask(dp, mask, row);
+                // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
+                let p_dot_dp = dot(p, dp);
+                for (ds, &p) in dp.iter_mut().zip(p.iter()) {
+                    *ds = p * (*ds - p_dot_dp) * scale;
+                }
+                let ds = &*dp;
+                for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
+                    *dq = dot(ds, &k_t[d * t_len..][..=t]);
+                }
+                for (d, &qd) in q_t.iter().enumerate() {
+                    axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
+                }
             }
         }
+        transpose(d_k, d_k_t, hd, t_len);
+        transpose(d_v, d_v_t, hd, t_len);
     }
-    transpose(d_k, d_k_t, hd, t_len);
-    transpose(d_v, d_v_t, hd, t_len);
 }
 
 /// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
@@ -506,27 +473,18 @@ pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16]
 
 widest! {
     /// [`cross_entropy_forward`] for the rows from `first_row` on, one per value of `losses`.
-    fn cross_entropy_rows = cross_entropy_rows_body(
+    fn cross_entropy_rows / cross_entropy_rows_body(
         losses: &mut [f32],
         logits: &[f32],
         targets: &[u16],
         vocab: usize,
         first_row: usize,
-    )
-}
-
-#[inline(always)]
-fn cross_entropy_rows_body(
-    losses: &mut [f32],
-    logits: &[f32],
-    targets: &[u16],
-    vocab: usize,
-    first_row: usize,
-) {
-    for (r, loss) in losses.iter_mut().enumerate() {
-        let i = first_row + r;
-        let row = &logits[i * vocab..][..vocab];
-        *loss = log_sum_exp(row) - row[targets[i] as usize];
+    ) {
+        for (r, loss) in losses.iter_mut().enumerate() {
+            let i = first_row + r;
+            let row = &logits[i * vocab..][..vocab];
+            *loss = log_sum_exp(row) - row[targets[i] as usize];
+        }
     }
 }
 
@@ -540,29 +498,20 @@ pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize,
 
 widest! {
     /// [`cross_entropy_backward`] for the rows of `block`, the first being row `first_row`.
-    fn softmax_gradient_rows = softmax_gradient_rows_body(
+    fn softmax_gradient_rows / softmax_gradient_rows_body(
         block: &mut [f32],
         targets: &[u16],
         vocab: usize,
         scale: f32,
         first_row: usize,
-    )
-}
-
-#[inline(always)]
-fn softmax_gradient_rows_body(
-    block: &mut [f32],
-    targets: &[u16],
-    vocab: usize,
-    scale: f32,
-    first_row: usize,
-) {
-    for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
-        let lse = log_sum_exp(row);
-        for x in row.iter_mut() {
-            *x = exp(*x - lse) * scale;
+    ) {
+        for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
+            let lse = log_sum_exp(row);
+            for x in row.iter_mut() {
+                *x = exp(*x - lse) * scale;
+            }
+            row[targets[first_row + r] as usize] -= scale;
         }
-        row[targets[first_row + r] as usize] -= scale;
     }
 }
 
