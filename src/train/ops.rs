@@ -13,7 +13,7 @@
 use super::dropout::Mask;
 use super::isa::widest;
 use super::par::{for_each_zip3, for_each_zip4};
-use super::vector::{axpy, dot, exp, exp_shifted, max, sum, sum_exp};
+use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
 use crate::kernels::parallel::for_each_row_group;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
@@ -250,15 +250,14 @@ widest! {
         for t in 0..t_len {
             let p = &mut p[..=t];
             scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
-            let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            exp_shifted(p, max);
-            let sum = sum(p);
+            let max = max(p);
+            let sum = exp_shifted_sum(p, max);
             lse[t] = max + sum.ln();
-            let inv_sum = 1.0 / sum;
-            p.iter_mut().for_each(|p| *p *= inv_sum);
+            // y_t = sum_j (p_j / sum) mask_j v_j, dividing once at the end.
             apply_mask(p, mask, (bh * t_len + t) * t_len);
+            let inv_sum = 1.0 / sum;
             for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
-                *y = dot(p, &v_t[d * t_len..][..=t]);
+                *y = dot(p, &v_t[d * t_len..][..=t]) * inv_sum;
             }
         }
     }
@@ -372,15 +371,16 @@ widest! {
 
 /// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
 /// `k_t (hd, T)`.
+#[inline(always)]
 fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
     s.fill(0.0);
     for (d, &qd) in q_t.iter().enumerate() {
-        axpy(s, qd, &k_t[d * t_len..][..s.len()]);
+        axpy(s, qd * scale, &k_t[d * t_len..][..s.len()]);
     }
-    s.iter_mut().for_each(|x| *x *= scale);
 }
 
 /// `x[i] *= mask.scale(first + i)`, skipped when the mask keeps everything.
+#[inline(always)]
 fn apply_mask(x: &mut [f32], mask: Mask, first: usize) {
     if mask.is_off() {
         return;
@@ -391,6 +391,7 @@ fn apply_mask(x: &mut [f32], mask: Mask, first: usize) {
 }
 
 /// `out (cols, rows)` = `x (rows, cols)` transposed.
+#[inline(always)]
 fn transpose(out: &mut [f32], x: &[f32], rows: usize, cols: usize) {
     for (r, row) in x.chunks_exact(cols).enumerate().take(rows) {
         for (c, &value) in row.iter().enumerate() {

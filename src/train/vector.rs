@@ -31,16 +31,21 @@ pub fn exp(x: f32) -> f32 {
     e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
-/// Sum with eight partial sums (a fixed order, whatever the length).
+/// `x[i] = e^(x[i] - shift)`, returning their sum (eight partial sums).
 #[inline(always)]
-pub fn sum(x: &[f32]) -> f32 {
+pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
     let mut acc = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
         for i in 0..8 {
+            c[i] = exp(c[i] - shift);
             acc[i] += c[i];
         }
+    }
+    let mut tail = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+        tail += *v;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
@@ -121,9 +126,14 @@ mod tests {
     }
 
     #[test]
-    fn sums_and_dots_of_any_length() {
+    fn sums_maxima_and_dots_of_any_length() {
         let x: Vec<f32> = (1..=21).map(|i| i as f32).collect();
-        assert_eq!(super::sum(&x), 231.0);
+        let mut shifted = x.clone();
+        assert_eq!(
+            super::exp_shifted_sum(&mut shifted, 0.0),
+            super::sum_exp(&x, 0.0)
+        );
+        assert_eq!(shifted[20], super::exp(21.0));
         assert_eq!(super::dot(&x, &x), 3311.0);
         assert_eq!(super::max(&x), 21.0);
         let e = super::sum_exp(&x, 21.0) as f64;
