@@ -33,7 +33,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use llama2::convert::{self, FloatTensors};
-use llama2::kernels::simd::Isa;
+use llama2::kernels::Isa;
 use llama2::{Config, Format, Logits, Model, Sampler, Tokenizer};
 
 /// A model to measure: a name, the file, its tokenizer, and how to make it if synthetic.

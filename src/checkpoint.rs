@@ -16,6 +16,8 @@
 //! [`crate::model`] borrows the tensors through the ranges found here.
 
 use crate::error::{Error, Result};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::storage::Storage;
 
 /// `"ak42"` read as a little-endian `u32`: the first four bytes of version 1 and 2 files.
@@ -77,11 +79,141 @@ pub enum Format {
     },
 }
 
+/// What a tensor is for. Per-layer kinds come once per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TensorKind {
+    /// Token embedding table, `(vocab_size, dim)`.
+    TokenEmbedding,
+    /// RMSNorm weights before attention, `(dim,)`.
+    AttnNorm,
+    /// Query projection, `(dim, dim)`.
+    Wq,
+    /// Key projection, `(kv_dim, dim)`.
+    Wk,
+    /// Value projection, `(kv_dim, dim)`.
+    Wv,
+    /// Attention output projection, `(dim, dim)`.
+    Wo,
+    /// RMSNorm weights before the feed-forward block, `(dim,)`.
+    FfnNorm,
+    /// Feed-forward gate, `(hidden_dim, dim)`.
+    W1,
+    /// Feed-forward down projection, `(dim, hidden_dim)`.
+    W2,
+    /// Feed-forward up projection, `(hidden_dim, dim)`.
+    W3,
+    /// RMSNorm weights before the classifier, `(dim,)`.
+    FinalNorm,
+    /// Classifier, `(vocab_size, dim)`; absent when it shares the embedding table.
+    Classifier,
+}
+
+impl TensorKind {
+    /// The name llama2.c's `model.py` gives this tensor (per-layer ones without the layer).
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorKind::TokenEmbedding => "tok_embeddings.weight",
+            TensorKind::AttnNorm => "attention_norm.weight",
+            TensorKind::Wq => "attention.wq.weight",
+            TensorKind::Wk => "attention.wk.weight",
+            TensorKind::Wv => "attention.wv.weight",
+            TensorKind::Wo => "attention.wo.weight",
+            TensorKind::FfnNorm => "ffn_norm.weight",
+            TensorKind::W1 => "feed_forward.w1.weight",
+            TensorKind::W2 => "feed_forward.w2.weight",
+            TensorKind::W3 => "feed_forward.w3.weight",
+            TensorKind::FinalNorm => "norm.weight",
+            TensorKind::Classifier => "output.weight",
+        }
+    }
+
+    /// The shape of this tensor in a model of shape `c`: `(rows, cols)` of a matrix, `(dim, 1)`
+    /// for a norm's weights.
+    pub fn shape(self, c: &Config) -> (usize, usize) {
+        use TensorKind::*;
+        match self {
+            TokenEmbedding | Classifier => (c.vocab_size, c.dim),
+            AttnNorm | FfnNorm | FinalNorm => (c.dim, 1),
+            Wq | Wo => (c.dim, c.dim),
+            Wk | Wv => (c.kv_dim(), c.dim),
+            W1 | W3 => (c.hidden_dim, c.dim),
+            W2 => (c.dim, c.hidden_dim),
+        }
+    }
+
+    /// False for the RMSNorm weight vectors (which stay `f32` in every format), true for the
+    /// matrices.
+    pub fn is_matrix(self) -> bool {
+        !matches!(
+            self,
+            TensorKind::AttnNorm | TensorKind::FfnNorm | TensorKind::FinalNorm
+        )
+    }
+
+    /// True for the kinds that come once per layer.
+    pub fn is_per_layer(self) -> bool {
+        !matches!(
+            self,
+            TensorKind::TokenEmbedding | TensorKind::FinalNorm | TensorKind::Classifier
+        )
+    }
+}
+
+/// One item of a checkpoint's body, in file order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileEntry {
+    /// A tensor: its kind and, for per-layer kinds, its layer.
+    Tensor(TensorKind, Option<usize>),
+    /// The two obsolete RoPE tables of legacy files, `(seq_len, head_dim / 2)` each: cosines
+    /// then sines, which `run.c` skips.
+    LegacyRopeTables,
+}
+
+/// Everything in the body of a checkpoint of format `format` for a model of shape `c`, in file
+/// order: the one description of each format's order, which reading (`Checkpoint::parse`),
+/// writing (`crate::convert`) and [`crate::params`] share.
+///
+/// * **legacy**: the embedding, then each kind of per-layer tensor for every layer (attention
+///   norms, wq, wk, wv, wo, feed-forward norms, w1, w2, w3), the final norm, the RoPE tables;
+/// * **versions 1 and 2**: the norms first (attention, feed-forward, final), then the embedding
+///   and every kind of per-layer matrix in the same order (int8 in version 2);
+///
+/// and, last in every format, the classifier when it is not shared.
+pub fn tensor_order(format: Format, c: &Config) -> Vec<FileEntry> {
+    use TensorKind::*;
+    let all_layers = |kinds: &[TensorKind]| -> Vec<FileEntry> {
+        kinds
+            .iter()
+            .flat_map(|&kind| (0..c.n_layers).map(move |l| FileEntry::Tensor(kind, Some(l))))
+            .collect()
+    };
+    let one = |kind| FileEntry::Tensor(kind, None);
+    let mut order = Vec::new();
+    match format {
+        Format::Legacy => {
+            order.push(one(TokenEmbedding));
+            order.extend(all_layers(&[AttnNorm, Wq, Wk, Wv, Wo, FfnNorm, W1, W2, W3]));
+            order.push(one(FinalNorm));
+            order.push(FileEntry::LegacyRopeTables);
+        }
+        Format::Float32V1 | Format::Int8V2 { .. } => {
+            order.extend(all_layers(&[AttnNorm, FfnNorm]));
+            order.push(one(FinalNorm));
+            order.push(one(TokenEmbedding));
+            order.extend(all_layers(&[Wq, Wk, Wv, Wo, W1, W2, W3]));
+        }
+    }
+    if !c.shared_classifier {
+        order.push(one(Classifier));
+    }
+    order
+}
+
 /// Where one tensor lives in the file: a byte offset and a count of elements.
 ///
 /// For a float tensor the elements are `f32`; for a quantized tensor they are `i8` values, and
 /// `scales` holds the byte offset of the `f32` group scales that follow them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TensorRange {
     /// Byte offset of the first element.
     pub offset: usize,
@@ -92,7 +224,7 @@ pub(crate) struct TensorRange {
 }
 
 /// The byte ranges of one transformer block's tensors.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct LayerLayout {
     /// RMSNorm weights before attention, `(dim,)`.
     pub attn_norm: TensorRange,
@@ -125,6 +257,27 @@ pub(crate) struct Layout {
     pub final_norm: TensorRange,
     /// Classifier, `(vocab_size, dim)`; the same range as the embedding when shared.
     pub classifier: TensorRange,
+}
+
+impl Layout {
+    /// Where tensor `kind` of layer `layer` (ignored for the other kinds) is recorded.
+    fn range_mut(&mut self, kind: TensorKind, layer: usize) -> &mut TensorRange {
+        let l = &mut self.layers[layer];
+        match kind {
+            TensorKind::TokenEmbedding => &mut self.token_embedding,
+            TensorKind::FinalNorm => &mut self.final_norm,
+            TensorKind::Classifier => &mut self.classifier,
+            TensorKind::AttnNorm => &mut l.attn_norm,
+            TensorKind::Wq => &mut l.wq,
+            TensorKind::Wk => &mut l.wk,
+            TensorKind::Wv => &mut l.wv,
+            TensorKind::Wo => &mut l.wo,
+            TensorKind::FfnNorm => &mut l.ffn_norm,
+            TensorKind::W1 => &mut l.w1,
+            TensorKind::W2 => &mut l.w2,
+            TensorKind::W3 => &mut l.w3,
+        }
+    }
 }
 
 /// A parsed and validated checkpoint: its bytes, format, hyperparameters and tensor layout.
@@ -221,7 +374,7 @@ const FIELD_NAMES: [&str; 7] = [
     "seq_len",
 ];
 
-fn parse_legacy_header(bytes: &[u8]) -> std::result::Result<(Format, Config, usize), String> {
+fn parse_legacy_header(bytes: &[u8]) -> core::result::Result<(Format, Config, usize), String> {
     let mut fields = [0i64; 7];
     for (i, field) in fields.iter_mut().enumerate() {
         *field = read_i32(bytes, 4 * i) as i64;
@@ -233,7 +386,7 @@ fn parse_legacy_header(bytes: &[u8]) -> std::result::Result<(Format, Config, usi
     Ok((Format::Legacy, config, LEGACY_HEADER_BYTES))
 }
 
-fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, usize), String> {
+fn parse_versioned_header(bytes: &[u8]) -> core::result::Result<(Format, Config, usize), String> {
     if bytes.len() < VERSIONED_HEADER_BYTES {
         return Err(format!(
             "file is {} bytes, shorter than the {VERSIONED_HEADER_BYTES}-byte version header",
@@ -276,7 +429,7 @@ fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, 
 fn validate_fields(
     fields: [i64; 7],
     shared_classifier: bool,
-) -> std::result::Result<Config, String> {
+) -> core::result::Result<Config, String> {
     for (value, name) in fields.iter().zip(FIELD_NAMES) {
         if *value <= 0 || *value > MAX_FIELD {
             return Err(format!(
@@ -318,7 +471,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn floats(&mut self, len: u64) -> std::result::Result<TensorRange, String> {
+    fn floats(&mut self, len: u64) -> core::result::Result<TensorRange, String> {
         let start = self.at;
         self.at = add(self.at, mul(len, 4)?)?;
         Ok(TensorRange {
@@ -328,7 +481,11 @@ impl Cursor {
         })
     }
 
-    fn quantized(&mut self, len: u64, group_size: u64) -> std::result::Result<TensorRange, String> {
+    fn quantized(
+        &mut self,
+        len: u64,
+        group_size: u64,
+    ) -> core::result::Result<TensorRange, String> {
         let start = self.at;
         let scales = add(start, len)?;
         self.at = add(scales, mul(len / group_size, 4)?)?;
@@ -339,19 +496,19 @@ impl Cursor {
         })
     }
 
-    fn skip_floats(&mut self, len: u64) -> std::result::Result<(), String> {
+    fn skip_floats(&mut self, len: u64) -> core::result::Result<(), String> {
         self.at = add(self.at, mul(len, 4)?)?;
         Ok(())
     }
 }
 
-fn mul(a: u64, b: u64) -> std::result::Result<u64, String> {
+fn mul(a: u64, b: u64) -> core::result::Result<u64, String> {
     a.checked_mul(b)
         .filter(|&v| v <= isize::MAX as u64)
         .ok_or_else(|| "header implies a size too large for this machine".to_string())
 }
 
-fn add(a: u64, b: u64) -> std::result::Result<u64, String> {
+fn add(a: u64, b: u64) -> core::result::Result<u64, String> {
     a.checked_add(b)
         .filter(|&v| v <= isize::MAX as u64)
         .ok_or_else(|| "header implies a size too large for this machine".to_string())
@@ -362,7 +519,7 @@ fn expected_file_size(
     format: Format,
     c: &Config,
     body_start: usize,
-) -> std::result::Result<u64, String> {
+) -> core::result::Result<u64, String> {
     let (dim, hidden, layers) = (c.dim as u64, c.hidden_dim as u64, c.n_layers as u64);
     let (vocab, kv_dim) = (c.vocab_size as u64, c.kv_dim() as u64);
     let embedding = mul(vocab, dim)?;
@@ -410,130 +567,43 @@ fn expected_file_size(
     add(body_start as u64, body)
 }
 
-/// Lay out every tensor after the header and return the layout and the total file size implied.
-/// Call only after [`expected_file_size`] has matched the real file size.
+/// Lay out every tensor after the header, in the order [`tensor_order`] gives, and return the
+/// layout and the total file size implied. Call only after [`expected_file_size`] has matched
+/// the real file size.
 fn compute_layout(
     format: Format,
     c: &Config,
     body_start: usize,
-) -> std::result::Result<(Layout, u64), String> {
-    let (dim, hidden, layers) = (c.dim as u64, c.hidden_dim as u64, c.n_layers as u64);
-    let (vocab, kv_dim) = (c.vocab_size as u64, c.kv_dim() as u64);
-    let q_dim = dim; // n_heads * head_dim
+) -> core::result::Result<(Layout, u64), String> {
     let mut cur = Cursor {
         at: body_start as u64,
     };
-    // Sizes of the matrices, checked once so the per-layer loops below cannot overflow.
-    let embedding_len = mul(vocab, dim)?;
-    let wq_len = mul(q_dim, dim)?;
-    let wkv_len = mul(kv_dim, dim)?;
-    let ffn_len = mul(hidden, dim)?;
-
-    // Per-tensor helper that repeats one tensor shape for every layer.
-    fn per_layer(
-        layers: u64,
-        mut next: impl FnMut() -> std::result::Result<TensorRange, String>,
-    ) -> std::result::Result<Vec<TensorRange>, String> {
-        (0..layers).map(|_| next()).collect()
-    }
-
-    let layout = match format {
-        Format::Legacy | Format::Float32V1 => {
-            let legacy = format == Format::Legacy;
-            let mut embedding = None;
-            if legacy {
-                embedding = Some(cur.floats(embedding_len)?);
-            }
-            let attn_norm = per_layer(layers, || cur.floats(dim))?;
-            let mut ffn_norm = Vec::new();
-            let mut final_norm = None;
-            if !legacy {
-                ffn_norm = per_layer(layers, || cur.floats(dim))?;
-                final_norm = Some(cur.floats(dim)?);
-                embedding = Some(cur.floats(embedding_len)?);
-            }
-            let wq = per_layer(layers, || cur.floats(wq_len))?;
-            let wk = per_layer(layers, || cur.floats(wkv_len))?;
-            let wv = per_layer(layers, || cur.floats(wkv_len))?;
-            let wo = per_layer(layers, || cur.floats(wq_len))?;
-            if legacy {
-                ffn_norm = per_layer(layers, || cur.floats(dim))?;
-            }
-            let w1 = per_layer(layers, || cur.floats(ffn_len))?;
-            let w2 = per_layer(layers, || cur.floats(ffn_len))?;
-            let w3 = per_layer(layers, || cur.floats(ffn_len))?;
-            if legacy {
-                final_norm = Some(cur.floats(dim)?);
-                // The obsolete freq_cis_real and freq_cis_imag tables: (seq_len, head_dim / 2) each.
-                let rope_table = mul(c.seq_len as u64, (c.head_dim() / 2) as u64)?;
-                cur.skip_floats(rope_table)?;
-                cur.skip_floats(rope_table)?;
-            }
-            let token_embedding = embedding.expect("set on both paths");
-            let classifier = if c.shared_classifier {
-                token_embedding
-            } else {
-                cur.floats(embedding_len)?
-            };
-            Layout {
-                token_embedding,
-                layers: zip_layers(&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w1, &w2, &w3),
-                final_norm: final_norm.expect("set on both paths"),
-                classifier,
-            }
-        }
-        Format::Int8V2 { group_size } => {
-            let gs = group_size as u64;
-            let attn_norm = per_layer(layers, || cur.floats(dim))?;
-            let ffn_norm = per_layer(layers, || cur.floats(dim))?;
-            let final_norm = cur.floats(dim)?;
-            let token_embedding = cur.quantized(embedding_len, gs)?;
-            let wq = per_layer(layers, || cur.quantized(wq_len, gs))?;
-            let wk = per_layer(layers, || cur.quantized(wkv_len, gs))?;
-            let wv = per_layer(layers, || cur.quantized(wkv_len, gs))?;
-            let wo = per_layer(layers, || cur.quantized(wq_len, gs))?;
-            let w1 = per_layer(layers, || cur.quantized(ffn_len, gs))?;
-            let w2 = per_layer(layers, || cur.quantized(ffn_len, gs))?;
-            let w3 = per_layer(layers, || cur.quantized(ffn_len, gs))?;
-            let classifier = if c.shared_classifier {
-                token_embedding
-            } else {
-                cur.quantized(embedding_len, gs)?
-            };
-            Layout {
-                token_embedding,
-                layers: zip_layers(&attn_norm, &wq, &wk, &wv, &wo, &ffn_norm, &w1, &w2, &w3),
-                final_norm,
-                classifier,
-            }
-        }
+    let mut layout = Layout {
+        token_embedding: TensorRange::default(),
+        layers: vec![LayerLayout::default(); c.n_layers],
+        final_norm: TensorRange::default(),
+        classifier: TensorRange::default(),
     };
+    for entry in tensor_order(format, c) {
+        match entry {
+            FileEntry::LegacyRopeTables => {
+                let table = mul(c.seq_len as u64, (c.head_dim() / 2) as u64)?;
+                cur.skip_floats(mul(table, 2)?)?;
+            }
+            FileEntry::Tensor(kind, layer) => {
+                let (rows, cols) = kind.shape(c);
+                let len = mul(rows as u64, cols as u64)?;
+                *layout.range_mut(kind, layer.unwrap_or(0)) = match format {
+                    Format::Int8V2 { group_size } if kind.is_matrix() => {
+                        cur.quantized(len, group_size as u64)?
+                    }
+                    _ => cur.floats(len)?,
+                };
+            }
+        }
+    }
+    if c.shared_classifier {
+        layout.classifier = layout.token_embedding;
+    }
     Ok((layout, cur.at))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn zip_layers(
-    attn_norm: &[TensorRange],
-    wq: &[TensorRange],
-    wk: &[TensorRange],
-    wv: &[TensorRange],
-    wo: &[TensorRange],
-    ffn_norm: &[TensorRange],
-    w1: &[TensorRange],
-    w2: &[TensorRange],
-    w3: &[TensorRange],
-) -> Vec<LayerLayout> {
-    (0..attn_norm.len())
-        .map(|l| LayerLayout {
-            attn_norm: attn_norm[l],
-            wq: wq[l],
-            wk: wk[l],
-            wv: wv[l],
-            wo: wo[l],
-            ffn_norm: ffn_norm[l],
-            w1: w1[l],
-            w2: w2[l],
-            w3: w3[l],
-        })
-        .collect()
 }

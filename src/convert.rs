@@ -14,11 +14,12 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::checkpoint::{Config, Format, MAGIC, VERSIONED_HEADER_BYTES};
+use crate::checkpoint::{tensor_order, Config, FileEntry, Format, MAGIC, VERSIONED_HEADER_BYTES};
 use crate::error::{Error, Result};
 use crate::model::{Matrix, Model};
 use crate::params::{Params, TensorKind};
 use crate::quant;
+use crate::rng::Rng;
 
 /// The weights of one transformer block as float slices.
 #[derive(Clone, Debug)]
@@ -134,33 +135,41 @@ impl<'a> FloatTensors<'a> {
         self.check_shapes()
             .map_err(|e| Error::input(format!("cannot own these tensors: {e}")))?;
         let mut p = Params::zeros(&self.config)?;
-        let c = self.config;
         for info in p.tensors().to_vec() {
-            let l = info.layer.unwrap_or(0);
-            let source: &[f32] = match info.kind {
-                TensorKind::TokenEmbedding => &self.token_embedding,
-                TensorKind::FinalNorm => &self.final_norm,
-                TensorKind::Classifier if !c.shared_classifier => &self.classifier,
-                TensorKind::Classifier => &self.token_embedding,
-                TensorKind::AttnNorm => &self.layers[l].attn_norm,
-                TensorKind::Wq => &self.layers[l].wq,
-                TensorKind::Wk => &self.layers[l].wk,
-                TensorKind::Wv => &self.layers[l].wv,
-                TensorKind::Wo => &self.layers[l].wo,
-                TensorKind::FfnNorm => &self.layers[l].ffn_norm,
-                TensorKind::W1 => &self.layers[l].w1,
-                TensorKind::W2 => &self.layers[l].w2,
-                TensorKind::W3 => &self.layers[l].w3,
-            };
+            let source = self.tensor(info.kind, info.layer.unwrap_or(0));
             p.data_mut()[info.range()].copy_from_slice(source);
         }
         Ok(p)
     }
 
+    /// The values of tensor `kind` of layer `layer` (ignored for the other kinds); a shared
+    /// classifier is the embedding table.
+    ///
+    /// # Panics
+    /// If `layer` is not below the number of layers, for a per-layer kind.
+    pub fn tensor(&self, kind: TensorKind, layer: usize) -> &[f32] {
+        let l = || &self.layers[layer];
+        match kind {
+            TensorKind::TokenEmbedding => &self.token_embedding,
+            TensorKind::FinalNorm => &self.final_norm,
+            TensorKind::Classifier if !self.config.shared_classifier => &self.classifier,
+            TensorKind::Classifier => &self.token_embedding,
+            TensorKind::AttnNorm => &l().attn_norm,
+            TensorKind::Wq => &l().wq,
+            TensorKind::Wk => &l().wk,
+            TensorKind::Wv => &l().wv,
+            TensorKind::Wo => &l().wo,
+            TensorKind::FfnNorm => &l().ffn_norm,
+            TensorKind::W1 => &l().w1,
+            TensorKind::W2 => &l().w2,
+            TensorKind::W3 => &l().w3,
+        }
+    }
+
     /// Random weights of the given shape, deterministic for a seed: uniform in
     /// `±1/sqrt(fan_in)` for matrices, near 1 for norms. For tests and benchmarks.
     pub fn random(config: Config, seed: u64) -> FloatTensors<'static> {
-        let mut rng = SplitRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut uniform = |n: usize, scale: f32| -> Cow<'static, [f32]> {
             Cow::Owned((0..n).map(|_| rng.symmetric() * scale).collect())
         };
@@ -224,97 +233,24 @@ impl<'a> FloatTensors<'a> {
                 c.n_layers
             )));
         }
-        let (dim, hidden, kv_dim) = (c.dim, c.hidden_dim, c.kv_dim());
-        let mut expected = vec![
-            (
-                "token_embedding",
-                &self.token_embedding[..],
-                c.vocab_size.saturating_mul(dim),
-            ),
-            ("final_norm", &self.final_norm[..], dim),
-        ];
-        if !c.shared_classifier {
-            expected.push((
-                "classifier",
-                &self.classifier[..],
-                c.vocab_size.saturating_mul(dim),
-            ));
-        }
-        for l in &self.layers {
-            expected.extend([
-                ("attn_norm", &l.attn_norm[..], dim),
-                ("wq", &l.wq[..], dim.saturating_mul(dim)),
-                ("wk", &l.wk[..], kv_dim.saturating_mul(dim)),
-                ("wv", &l.wv[..], kv_dim.saturating_mul(dim)),
-                ("wo", &l.wo[..], dim.saturating_mul(dim)),
-                ("ffn_norm", &l.ffn_norm[..], dim),
-                ("w1", &l.w1[..], hidden.saturating_mul(dim)),
-                ("w2", &l.w2[..], dim.saturating_mul(hidden)),
-                ("w3", &l.w3[..], hidden.saturating_mul(dim)),
-            ]);
-        }
-        for (name, tensor, len) in expected {
+        for entry in tensor_order(Format::Legacy, c) {
+            let FileEntry::Tensor(kind, layer) = entry else {
+                continue;
+            };
+            let (rows, cols) = kind.shape(c);
+            let (tensor, len) = (
+                self.tensor(kind, layer.unwrap_or(0)),
+                rows.saturating_mul(cols),
+            );
             if tensor.len() != len {
                 return Err(invalid(format!(
-                    "tensor {name} has {} values, its shape needs {len}",
+                    "tensor {} has {} values, its shape needs {len}",
+                    kind.name(),
                     tensor.len()
                 )));
             }
         }
         Ok(())
-    }
-
-    /// One kind of per-layer tensor for every layer, in layer order: how files group them.
-    fn all(&self, kind: Kind) -> impl Iterator<Item = &[f32]> {
-        self.layers.iter().map(move |l| match kind {
-            Kind::AttnNorm => &l.attn_norm[..],
-            Kind::Wq => &l.wq,
-            Kind::Wk => &l.wk,
-            Kind::Wv => &l.wv,
-            Kind::Wo => &l.wo,
-            Kind::FfnNorm => &l.ffn_norm,
-            Kind::W1 => &l.w1,
-            Kind::W2 => &l.w2,
-            Kind::W3 => &l.w3,
-        })
-    }
-}
-
-/// The per-layer tensors, named as in [`LayerTensors`].
-#[derive(Clone, Copy)]
-enum Kind {
-    AttnNorm,
-    Wq,
-    Wk,
-    Wv,
-    Wo,
-    FfnNorm,
-    W1,
-    W2,
-    W3,
-}
-
-/// The matrices of a layer in the order every format stores them.
-const MATRICES: [Kind; 7] = [
-    Kind::Wq,
-    Kind::Wk,
-    Kind::Wv,
-    Kind::Wo,
-    Kind::W1,
-    Kind::W2,
-    Kind::W3,
-];
-
-/// xorshift64 for made-up weights.
-struct SplitRng(u64);
-
-impl SplitRng {
-    /// Uniform in [-1, 1).
-    fn symmetric(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
@@ -354,51 +290,12 @@ fn invalid(problem: String) -> io::Error {
 /// Errors with [`io::ErrorKind::InvalidInput`], before writing anything, if `format` is
 /// [`Format::Int8V2`] (use [`write_int8`]) or a tensor does not have its config's shape.
 pub fn write_float(out: &mut impl Write, t: &FloatTensors, format: Format) -> io::Result<()> {
-    t.check_shapes()?;
-    let c = &t.config;
-    match format {
-        Format::Legacy => {
-            out.write_all(&header_ints(c, !c.shared_classifier))?;
-            write_f32s(out, &t.token_embedding)?;
-            let kinds = [
-                Kind::AttnNorm,
-                Kind::Wq,
-                Kind::Wk,
-                Kind::Wv,
-                Kind::Wo,
-                Kind::FfnNorm,
-            ];
-            for kind in kinds.into_iter().chain([Kind::W1, Kind::W2, Kind::W3]) {
-                for tensor in t.all(kind) {
-                    write_f32s(out, tensor)?;
-                }
-            }
-            write_f32s(out, &t.final_norm)?;
-            write_rope_tables(out, c)?;
-        }
-        Format::Float32V1 => {
-            out.write_all(&versioned_header(c, 1, None))?;
-            for tensor in t.all(Kind::AttnNorm).chain(t.all(Kind::FfnNorm)) {
-                write_f32s(out, tensor)?;
-            }
-            write_f32s(out, &t.final_norm)?;
-            write_f32s(out, &t.token_embedding)?;
-            for kind in MATRICES {
-                for tensor in t.all(kind) {
-                    write_f32s(out, tensor)?;
-                }
-            }
-        }
-        Format::Int8V2 { .. } => {
-            return Err(invalid(
-                "write_float writes float formats; use write_int8".into(),
-            ))
-        }
+    if let Format::Int8V2 { .. } = format {
+        return Err(invalid(
+            "write_float writes float formats; use write_int8".into(),
+        ));
     }
-    if !c.shared_classifier {
-        write_f32s(out, &t.classifier)?;
-    }
-    Ok(())
+    write(out, t, format).map(|_| ())
 }
 
 /// Write an int8 version 2 checkpoint, quantizing every matrix in groups of `group_size`
@@ -424,27 +321,38 @@ pub fn write_int8(out: &mut impl Write, t: &FloatTensors, group_size: usize) -> 
             "group size {group_size} does not divide a matrix of {size} values"
         )));
     }
-    out.write_all(&versioned_header(c, 2, Some(group_size)))?;
-    for layer in &t.layers {
-        write_f32s(out, &layer.attn_norm)?;
-    }
-    for layer in &t.layers {
-        write_f32s(out, &layer.ffn_norm)?;
-    }
-    write_f32s(out, &t.final_norm)?;
-    let mut matrices = vec![&t.token_embedding[..]];
-    for kind in MATRICES {
-        matrices.extend(t.all(kind));
-    }
-    if !c.shared_classifier {
-        matrices.push(&t.classifier);
+    write(out, t, Format::Int8V2 { group_size })
+}
+
+/// Write `t` as a checkpoint of `format`: the header, then every entry of
+/// [`tensor_order`] (matrices quantized for int8). Returns the largest quantization error.
+fn write(out: &mut impl Write, t: &FloatTensors, format: Format) -> io::Result<f32> {
+    t.check_shapes()?;
+    let c = &t.config;
+    match format {
+        Format::Legacy => out.write_all(&header_ints(c, !c.shared_classifier))?,
+        Format::Float32V1 => out.write_all(&versioned_header(c, 1, None))?,
+        Format::Int8V2 { group_size } => {
+            out.write_all(&versioned_header(c, 2, Some(group_size)))?
+        }
     }
     let mut max_error = 0.0f32;
-    for m in matrices {
-        let q = quant::quantize_tensor(m, group_size);
-        max_error = max_error.max(q.max_error);
-        out.write_all(&q.values.iter().map(|&v| v as u8).collect::<Vec<u8>>())?;
-        write_f32s(out, &q.scales)?;
+    for entry in tensor_order(format, c) {
+        match entry {
+            FileEntry::LegacyRopeTables => write_rope_tables(out, c)?,
+            FileEntry::Tensor(kind, layer) => {
+                let tensor = t.tensor(kind, layer.unwrap_or(0));
+                match format {
+                    Format::Int8V2 { group_size } if kind.is_matrix() => {
+                        let q = quant::quantize_tensor(tensor, group_size);
+                        max_error = max_error.max(q.max_error);
+                        out.write_all(&q.values.iter().map(|&v| v as u8).collect::<Vec<u8>>())?;
+                        write_f32s(out, &q.scales)?;
+                    }
+                    _ => write_f32s(out, tensor)?,
+                }
+            }
+        }
     }
     Ok(max_error)
 }

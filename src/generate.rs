@@ -6,27 +6,11 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Logits, Model, State};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sampler::Sampler;
-use crate::text::Text;
+use crate::text::{Text, Token};
 use crate::tokenizer::{self, Tokenizer, BOS, EOS};
-
-/// One generated (or prompt) token and the text it stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Token {
-    /// The token id.
-    pub id: u32,
-    /// Its decoded bytes (see [`Tokenizer::decode`]); not necessarily valid UTF-8 on its own.
-    pub bytes: Vec<u8>,
-    /// True if the token was forced from the prompt rather than sampled.
-    pub from_prompt: bool,
-}
-
-impl Token {
-    /// The bytes `run.c` would print for this token: lone control bytes dropped.
-    pub fn printable(&self) -> &[u8] {
-        tokenizer::printable(&self.bytes)
-    }
-}
 
 /// Resolve a requested number of steps as `run.c` does: 0, or more than the context, means the
 /// whole context.
@@ -133,6 +117,12 @@ impl<'a> Generator<'a> {
     /// The number of positions this generator will run at most.
     pub fn steps(&self) -> usize {
         self.steps
+    }
+
+    /// The sampler, e.g. to read the candidates of the last sampled token
+    /// ([`Sampler::top_k`]).
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
     }
 
     /// The generated text as `String` chunks, with characters that were spelled in byte tokens
@@ -430,8 +420,10 @@ pub fn evaluate(model: &Model, tokenizer: &Tokenizer, text: &[u8]) -> Result<Eva
     })
 }
 
-/// `-ln softmax(logits)[target]`, in f64 so long texts average accurately. `target` must index
-/// `logits` (evaluate checks every token against the vocabulary first).
+/// `-ln softmax(logits)[target]` as a log-sum-exp in f64, `max + ln Σ e^(v - max) - logit`, so
+/// that long texts average accurately and no probability underflows to 0 (which the `f32`
+/// softmax of [`crate::kernels::softmax`] does below `e^-103`). `target` must index `logits`
+/// (evaluate checks every token against the vocabulary first).
 fn cross_entropy(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();

@@ -12,6 +12,9 @@
 //! * [`Generator`] is an iterator of [`Token`]s; [`Generator::text`] turns it into an iterator
 //!   of UTF-8 text chunks. [`Chat`] runs a Llama 2 chat turn by turn with a callback, and
 //!   [`evaluate`] scores a text.
+//! * Looking inside: [`inspect`] lists a checkpoint's tensors with their sizes and statistics,
+//!   [`Sampler::with_top_k`] keeps the most likely next tokens at every step, [`attention`]
+//!   draws every head's attention weights, and [`svg`] draws charts such as a loss curve.
 //!
 //! ```
 //! use llama2::{Generator, Model, Sampler, Tokenizer};
@@ -37,41 +40,70 @@
 //! that cannot be had is [`Error::OutOfMemory`] rather than an abort.
 //!
 //! With the `parallel` feature (the default) large matrix products run on rayon's thread pool;
-//! without it the crate uses no threads at all and depends only on `memmap2`.
+//! without it the crate uses no threads at all. Without the `std` feature (also a default) the
+//! crate is `#![no_std]` with `alloc` and depends on nothing: models and tokenizers come from
+//! bytes ([`Model::from_static`], [`Tokenizer::from_bytes`]), and the maths the C library would
+//! give comes from [`math`]. See the README's "Small devices" section.
 //!
 //! A model opened with [`Model::open`] reads its weights straight from a memory map of the
 //! file, which must therefore not be truncated or rewritten while the model is alive.
 //!
-//! The modules `kernels` and `quant` (the arithmetic of the forward pass) are public so that
-//! benchmarks can reach them, but they are not part of the API: they trust their callers to pass
-//! slices of matching shapes.
+//! The modules [`kernels`] and [`quant`] hold the arithmetic of the forward pass; the module
+//! documentation of [`kernels`] shows how a step of the model reaches the loop that computes it.
+//! They are public for reading, testing and benchmarking, but their functions expect slices of
+//! matching shapes (and panic otherwise): the stable API is the rest of the crate.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(feature = "std"), no_std)]
 
+extern crate alloc;
+
+mod prelude;
+
+#[cfg(feature = "std")]
+pub mod attention;
+#[cfg(feature = "std")]
+pub mod bpe;
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod checkpoint;
+#[cfg(feature = "std")]
 pub mod convert;
+#[cfg(feature = "std")]
+pub mod corpus;
 pub mod error;
+#[cfg(feature = "std")]
 pub mod gemm;
 pub mod generate;
-#[doc(hidden)]
+#[cfg(feature = "std")]
+pub mod inspect;
 pub mod kernels;
+pub mod math;
 pub mod model;
 pub mod params;
-#[doc(hidden)]
+mod platform;
+#[cfg(feature = "std")]
+pub mod pretokenize;
 pub mod quant;
+pub mod reference;
+pub mod rng;
 pub mod sampler;
 pub(crate) mod storage;
+#[cfg(feature = "std")]
+pub mod svg;
 pub mod text;
 pub mod tokenizer;
+pub mod top_k;
+#[cfg(feature = "std")]
 pub mod train;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
-pub use generate::{evaluate, Chat, Evaluation, Generator, Token};
+pub use generate::{evaluate, Chat, Evaluation, Generator};
 pub use model::{Logits, Model, State};
 pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
-pub use text::{Text, Utf8Assembler};
+pub use text::{Text, Token, Utf8Assembler};
 pub use tokenizer::Tokenizer;
 
 /// The README's code must compile and run too.

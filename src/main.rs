@@ -3,16 +3,26 @@
 //! This file parses arguments and prints; everything else is the library's.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use llama2::{convert, evaluate, Chat, Generator, Model, Sampler, Tokenizer};
+use llama2::attention::{token_labels, AttentionMaps};
+use llama2::{
+    bpe, convert, evaluate, pretokenize, top_k, train, Chat, Generator, Model, Sampler, Token,
+    Tokenizer,
+};
 
 const USAGE: &str = "\
 Usage:   llama2 <checkpoint> [options]
          llama2 tokenize [-z <tokenizer>] [-i <text>]
          llama2 quantize <float checkpoint> <int8 output> [--group-size <int>]
+         llama2 train-tokenizer --vocab-size <int> -o <tokenizer.bin> <input>...
+         llama2 pretokenize -z <tokenizer> -o <out.bin> <input>...
+         llama2 inspect <checkpoint> [--stats]
+         llama2 attention <checkpoint> [-z <tokenizer>] -i <text> -o <picture.svg>
+         llama2 train --data <tokens.bin> --out <dir> [options] (llama2 train --help)
 Example: llama2 model.bin -n 256 -i \"Once upon a time\"
 Options:
   -t <float>  temperature in [0,inf], default 1.0
@@ -24,11 +34,22 @@ Options:
   -m <string> mode: generate|chat|eval, default: generate
   -y <string> (optional) system prompt in chat mode
   --threads <int>  number of threads, default: all cores (or RAYON_NUM_THREADS)
+  --top-k <int>    generate mode: for each generated token, print the <int> most likely
+                   tokens and their probabilities after temperature (at -t 0, those of
+                   temperature 1) to stderr, or between the text when stdout is a terminal
   -h, --help  print this help
 Commands:
   tokenize    print the token ids of the text (BOS first), one line
   quantize    write an int8 (version 2) copy of a float checkpoint; the group size defaults
               to the largest of at most 64 that divides every row length
+  train       train a new model or fine-tune one (train.py's flags; see llama2 train --help)
+  train-tokenizer  train a SentencePiece-style BPE vocabulary on text files (.txt: a document
+              per line; .json: TinyStories shards) and write it in tokenizer.bin format
+  pretokenize write the documents as BOS + token ids, little-endian u16 (llama2.c's format)
+  attention   draw the attention weights of every layer and head for the prompt's tokens
+              (at most 64, BOS included) as a grid of heat maps, an SVG file
+  inspect     print the format, header and every tensor (shape, parameters, bytes) and the
+              totals; --stats adds each tensor's mean, std and max|w|
 ";
 
 /// What went wrong, as one line for stderr.
@@ -78,6 +99,21 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     if first == "quantize" {
         return quantize(&args[1..]);
     }
+    if first == "train" {
+        return train(&args[1..]);
+    }
+    if first == "train-tokenizer" {
+        return train_tokenizer(&args[1..]);
+    }
+    if first == "pretokenize" {
+        return pretokenize(&args[1..]);
+    }
+    if first == "inspect" {
+        return inspect(&args[1..]);
+    }
+    if first == "attention" {
+        return attention(&args[1..]);
+    }
     let checkpoint = first;
     if checkpoint.to_string_lossy().starts_with('-') {
         let flag = checkpoint.to_string_lossy();
@@ -119,6 +155,7 @@ struct Options {
     mode: String,
     system_prompt: Option<Vec<u8>>,
     threads: Option<usize>,
+    top_k: usize,
 }
 
 impl Options {
@@ -134,6 +171,7 @@ impl Options {
             mode: "generate".into(),
             system_prompt: None,
             threads: None,
+            top_k: 0,
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -142,7 +180,18 @@ impl Options {
                 return Ok(options);
             }
             let name = flag.to_string_lossy().into_owned();
-            let known = ["-t", "-p", "-s", "-n", "-i", "-z", "-m", "-y", "--threads"];
+            let known = [
+                "-t",
+                "-p",
+                "-s",
+                "-n",
+                "-i",
+                "-z",
+                "-m",
+                "-y",
+                "--threads",
+                "--top-k",
+            ];
             if !known.contains(&name.as_str()) {
                 return Err(Failure(format!(
                     "unknown flag {name} (run 'llama2 --help' for usage)"
@@ -197,8 +246,15 @@ impl Options {
                     }
                     options.threads = Some(threads);
                 }
+                "--top-k" => options.top_k = number(&name, value)?,
                 _ => unreachable!("checked against the known flags"),
             }
+        }
+        if options.top_k > 0 && options.mode != "generate" {
+            return Err(Failure(format!(
+                "--top-k: only in generate mode, not -m {}",
+                options.mode
+            )));
         }
         if options.seed == 0 {
             // run.c seeds from the clock when no seed (or 0) is given.
@@ -210,15 +266,22 @@ impl Options {
     }
 
     fn configure_threads(&self) -> Result<(), Failure> {
-        #[cfg(feature = "parallel")]
-        if let Some(threads) = self.threads {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()
-                .map_err(|e| Failure(format!("--threads: {e}")))?;
-        }
-        Ok(())
+        configure_threads(self.threads)
     }
+}
+
+/// Size rayon's global pool (`--threads`); without the `parallel` feature there are no threads.
+fn configure_threads(threads: Option<usize>) -> Result<(), Failure> {
+    #[cfg(feature = "parallel")]
+    if let Some(threads) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| Failure(format!("--threads: {e}")))?;
+    }
+    #[cfg(not(feature = "parallel"))]
+    let _ = threads;
+    Ok(())
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &OsStr) -> Result<T, Failure> {
@@ -272,7 +335,8 @@ fn emit(out: &mut impl Write, bytes: &[u8]) -> Result<bool, Failure> {
 }
 
 fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(), Failure> {
-    let sampler = Sampler::new(options.temperature, options.top_p, options.seed)?;
+    let sampler =
+        Sampler::new(options.temperature, options.top_p, options.seed)?.with_top_k(options.top_k);
     let prompt = options.prompt.as_deref().unwrap_or(b"");
     let mut generator =
         Generator::new(model, tokenizer, sampler, prompt, options.steps).map_err(blame_flag)?;
@@ -280,8 +344,16 @@ fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(
     // Like run.c, time from the end of the first step, which includes one-off warm-up costs
     // and, here, the whole prompt (run as one batch): the figure is the decoding speed.
     let mut start = None;
+    let mut prev = generator.prompt_tokens()[0];
+    let mut position = 0;
     while let Some(token) = generator.next() {
-        if !emit(&mut out, token?.printable())? {
+        let token = token?;
+        position += 1;
+        if options.top_k > 0 && !token.from_prompt {
+            show_top_k(&mut out, tokenizer, &generator, position, prev, &token)?;
+        }
+        prev = token.id;
+        if !emit(&mut out, token.printable())? {
             return Ok(());
         }
         start.get_or_insert_with(|| (Instant::now(), generator.positions()));
@@ -293,6 +365,26 @@ fn generate(model: &Model, tokenizer: &Tokenizer, options: &Options) -> Result<(
             let seconds = start.elapsed().as_secs_f64();
             eprintln!("achieved tok/s: {:.6}", positions as f64 / seconds);
         }
+    }
+    Ok(())
+}
+
+/// Print the candidates `token` was sampled from, at `position` of the sequence after `prev`:
+/// on its own line between the text when stdout is a terminal, as a line on stderr otherwise.
+fn show_top_k(
+    out: &mut impl Write,
+    tokenizer: &Tokenizer,
+    generator: &Generator,
+    position: usize,
+    prev: u32,
+    token: &Token,
+) -> Result<(), Failure> {
+    let candidates = generator.sampler().top_k();
+    let line = top_k::describe(tokenizer, position, prev, token.id, candidates)?;
+    if io::stdout().is_terminal() {
+        emit(out, format!("\n{line}\n").as_bytes())?;
+    } else {
+        eprintln!("{line}");
     }
     Ok(())
 }
@@ -445,6 +537,250 @@ fn quantize(args: &[OsString]) -> Result<(), Failure> {
         output.to_string_lossy(),
         result.group_size,
         result.max_error
+    );
+    Ok(())
+}
+
+/// `llama2 train FLAGS`: progress lines on stderr, the outcome on stdout.
+fn train(args: &[OsString]) -> Result<(), Failure> {
+    if args.iter().any(|a| is_help(a)) {
+        print!("{}", train::TrainOptions::usage());
+        return Ok(());
+    }
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let options = train::TrainOptions::parse(&args)?;
+    configure_threads(options.threads)?;
+    let mut max_iters = 0;
+    let summary = train::run(&options, |event| match event {
+        train::Progress::Start(info) => {
+            max_iters = info.settings.max_iters;
+            eprintln!("{}", info.describe());
+        }
+        train::Progress::Row(row, eta) => eprintln!("{}", row.progress_line(max_iters, eta)),
+        train::Progress::SavedModel(step) => eprintln!("step {step}: saved model.bin"),
+    })?;
+    let best = summary
+        .best_val_loss
+        .map_or(String::new(), |l| format!(", best val loss {l:.4}"));
+    println!(
+        "trained to step {}{best}: {}",
+        summary.step,
+        summary.model.display()
+    );
+    Ok(())
+}
+
+/// The arguments of a command that reads a corpus: flag values, then input paths.
+struct CorpusArgs {
+    values: Vec<(String, OsString)>,
+    inputs: Vec<PathBuf>,
+}
+
+impl CorpusArgs {
+    /// `flags` name the flags that take a value; anything not starting with `-` is an input.
+    /// `None` when help was asked for (and printed).
+    fn parse(command: &str, args: &[OsString], flags: &[&str]) -> Result<Option<Self>, Failure> {
+        let mut parsed = CorpusArgs {
+            values: Vec::new(),
+            inputs: Vec::new(),
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if is_help(arg) {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            let name = arg.to_string_lossy().into_owned();
+            if flags.contains(&name.as_str()) {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| Failure(format!("flag {name} needs a value")))?;
+                parsed.values.push((name, value.clone()));
+            } else if name.starts_with('-') {
+                return Err(Failure(format!(
+                    "{command}: unknown flag {name} (run 'llama2 --help' for usage)"
+                )));
+            } else {
+                parsed.inputs.push(PathBuf::from(arg));
+            }
+        }
+        if parsed.inputs.is_empty() {
+            return Err(Failure(format!("{command}: no input files given")));
+        }
+        Ok(Some(parsed))
+    }
+
+    /// The value of a required flag (the last one given), or an error naming it.
+    fn required(&self, flag: &str) -> Result<&OsString, Failure> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(name, _)| name == flag)
+            .map(|(_, value)| value)
+            .ok_or_else(|| Failure(format!("missing flag {flag}")))
+    }
+}
+
+/// A progress line on stderr, once work has run for a second (quick runs stay quiet).
+fn progress(start: Instant, line: &str) {
+    let seconds = start.elapsed().as_secs_f64();
+    if seconds >= 1.0 {
+        eprintln!("[{seconds:6.1}s] {line}");
+    }
+}
+
+/// `llama2 train-tokenizer --vocab-size N -o OUT INPUT...`.
+fn train_tokenizer(args: &[OsString]) -> Result<(), Failure> {
+    let Some(args) = CorpusArgs::parse("train-tokenizer", args, &["--vocab-size", "-o"])? else {
+        return Ok(());
+    };
+    let vocab_size: usize = number("--vocab-size", args.required("--vocab-size")?)?;
+    let out = PathBuf::from(args.required("-o")?);
+    let start = Instant::now();
+    let vocabulary = bpe::train_from_files(&args.inputs, vocab_size, |line| progress(start, line))
+        .map_err(|e| match e {
+            llama2::Error::InvalidInput(problem) if problem.starts_with("a vocabulary of") => {
+                Failure(format!("--vocab-size: {problem}"))
+            }
+            other => other.into(),
+        })?;
+    vocabulary.write(&out)?;
+    println!(
+        "wrote {}: {} tokens in {:.1}s",
+        out.display(),
+        vocabulary.pieces.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `llama2 pretokenize -z TOKENIZER -o OUT INPUT...`.
+fn pretokenize(args: &[OsString]) -> Result<(), Failure> {
+    let Some(args) = CorpusArgs::parse("pretokenize", args, &["-z", "-o"])? else {
+        return Ok(());
+    };
+    let tokenizer = Tokenizer::open_all(args.required("-z")?)?;
+    let out = PathBuf::from(args.required("-o")?);
+    let start = Instant::now();
+    let stats = pretokenize::pretokenize_to_file(&tokenizer, &args.inputs, &out, |so_far| {
+        let line = format!(
+            "{} documents, {} tokens",
+            so_far.corpus.documents, so_far.tokens
+        );
+        progress(start, &line)
+    })?;
+    let c = &stats.corpus;
+    println!(
+        "wrote {}: {} documents, {} tokens, {:.4} tokens per byte ({} empty and {} non-UTF-8 skipped)",
+        out.display(),
+        c.documents,
+        stats.tokens,
+        stats.tokens_per_byte(),
+        c.skipped_empty,
+        c.skipped_invalid
+    );
+    Ok(())
+}
+
+/// `llama2 inspect MODEL [--stats]`.
+fn inspect(args: &[OsString]) -> Result<(), Failure> {
+    let mut path = None;
+    let mut stats = false;
+    for arg in args {
+        if is_help(arg) {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        if arg == "--stats" {
+            stats = true;
+        } else if arg.to_string_lossy().starts_with('-') {
+            return Err(Failure(format!(
+                "inspect: unknown flag {} (run 'llama2 --help' for usage)",
+                arg.to_string_lossy()
+            )));
+        } else if path.replace(arg).is_some() {
+            return Err(Failure(
+                "inspect: expected one checkpoint path: llama2 inspect <checkpoint> [--stats]"
+                    .into(),
+            ));
+        }
+    }
+    let Some(path) = path else {
+        return Err(Failure(
+            "inspect: missing checkpoint path: llama2 inspect <checkpoint> [--stats]".into(),
+        ));
+    };
+    let model = Model::open(path)?;
+    let report = llama2::inspect::Inspection::of(&model)?.report(stats);
+    emit(&mut io::stdout().lock(), report.as_bytes())?;
+    Ok(())
+}
+
+/// `llama2 attention MODEL [-z TOKENIZER] -i TEXT -o FILE.svg`.
+fn attention(args: &[OsString]) -> Result<(), Failure> {
+    let usage = "llama2 attention <checkpoint> [-z <tokenizer>] -i <text> -o <picture.svg>";
+    let mut path = None;
+    let mut tokenizer_path = OsString::from("tokenizer.bin");
+    let (mut prompt, mut output) = (None, None);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if is_help(arg) {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        let flag = arg.to_string_lossy();
+        if !flag.starts_with('-') {
+            if path.replace(arg).is_some() {
+                return Err(Failure(format!(
+                    "attention: expected one checkpoint path: {usage}"
+                )));
+            }
+            continue;
+        }
+        if !["-z", "-i", "-o"].contains(&flag.as_ref()) {
+            return Err(Failure(format!(
+                "attention: unknown flag {flag} (run 'llama2 --help' for usage)"
+            )));
+        }
+        let value = rest
+            .next()
+            .ok_or_else(|| Failure(format!("flag {flag} needs a value")))?;
+        match flag.as_ref() {
+            "-z" => tokenizer_path = value.clone(),
+            "-i" => prompt = Some(bytes_of(value)),
+            _ => output = Some(value),
+        }
+    }
+    let Some(path) = path else {
+        return Err(Failure(format!(
+            "attention: missing checkpoint path: {usage}"
+        )));
+    };
+    let Some(prompt) = prompt else {
+        return Err(Failure(format!(
+            "attention: -i <text> is required: {usage}"
+        )));
+    };
+    let Some(output) = output else {
+        return Err(Failure(format!(
+            "attention: -o <picture.svg> is required: {usage}"
+        )));
+    };
+    let model = Model::open(path)?;
+    let tokenizer = Tokenizer::open(&tokenizer_path, model.config().vocab_size)?;
+    let maps = AttentionMaps::of_prompt(path.as_ref(), &tokenizer, &prompt).map_err(blame_flag)?;
+    let picture = maps.to_svg(&token_labels(&tokenizer, maps.tokens()));
+    std::fs::write(output, picture)
+        .map_err(|e| Failure(format!("-o: {}: {e}", output.to_string_lossy())))?;
+    println!(
+        "wrote {}: {} layers x {} heads, {} tokens",
+        output.to_string_lossy(),
+        maps.layers(),
+        maps.heads(),
+        maps.tokens().len()
     );
     Ok(())
 }

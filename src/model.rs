@@ -4,156 +4,27 @@
 //! them, so one model can serve many threads. Everything that changes while generating (the
 //! activations and the KV cache) lives in a [`State`], one per sequence.
 //!
-//! The forward pass in [`Model::forward`] reads top to bottom like the Llama 2 paper:
-//! embedding, then for each layer RMSNorm, Q/K/V, RoPE, attention, output projection, residual,
-//! RMSNorm, SwiGLU feed-forward, residual; then the final norm and the classifier.
-//! The arithmetic itself lives in [`crate::kernels`] and [`crate::quant`].
+//! The forward pass reads top to bottom like the Llama 2 paper: embedding, then for each layer
+//! (`Model::transformer_block`) RMSNorm, Q/K/V, RoPE, attention, output projection, residual,
+//! RMSNorm, SwiGLU feed-forward, residual; then the final norm and the classifier. One body serves a
+//! single position ([`Model::forward`]) and a batch of them ([`Model::forward_batch`]): every
+//! step takes `m` rows of activations, and `m = 1` when decoding.
+//!
+//! The arithmetic itself lives in [`crate::kernels`], reached through the [`Kernels`] table the
+//! model picks when it is loaded.
 
-use std::collections::BTreeMap;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
+#[cfg(feature = "std")]
 use std::path::Path;
 
 use crate::checkpoint::{Checkpoint, Config, Format, TensorRange};
 use crate::error::{Error, Result};
-use crate::kernels::{self, AttentionShape};
-use crate::quant::{self, Q8Matrix, QuantizedVector};
+pub use crate::kernels::Matrix;
+use crate::kernels::{self, AttentionShape, Kernels, MatmulScratch};
+use crate::quant::Q8Matrix;
 use crate::storage::Storage;
-
-/// A weight matrix as the forward pass sees it: float32 or int8 with group scales.
-#[derive(Clone, Copy, Debug)]
-pub enum Matrix<'a> {
-    /// Row-major `f32`, `rows * cols` values.
-    F32 {
-        /// The values, row after row.
-        data: &'a [f32],
-        /// Number of rows (outputs).
-        rows: usize,
-        /// Number of columns (inputs).
-        cols: usize,
-    },
-    /// Row-major int8 with group scales.
-    Q8(Q8Matrix<'a>),
-}
-
-impl Matrix<'_> {
-    /// Number of rows (outputs).
-    pub fn rows(&self) -> usize {
-        match self {
-            Matrix::F32 { rows, .. } => *rows,
-            Matrix::Q8(m) => m.rows,
-        }
-    }
-
-    /// Number of columns (inputs).
-    pub fn cols(&self) -> usize {
-        match self {
-            Matrix::F32 { cols, .. } => *cols,
-            Matrix::Q8(m) => m.cols,
-        }
-    }
-
-    /// `out = self * x`; `scratch` holds the quantized `x` for int8 matrices. The slices must
-    /// have the matrix's shape (the forward pass guarantees it).
-    pub(crate) fn matmul(&self, out: &mut [f32], x: &[f32], scratch: &mut QuantizedVector) {
-        match self {
-            Matrix::F32 { data, .. } => kernels::matmul(out, data, x),
-            Matrix::Q8(m) => quant::matmul(out, m, x, scratch),
-        }
-    }
-
-    /// `outs[i] = ms[i] x` for several matrices that read the same `x`, each as
-    /// [`Matrix::matmul`] would compute it. Float matrices share one parallel pass.
-    pub(crate) fn matmul_each<const N: usize>(
-        ms: [&Matrix; N],
-        outs: [&mut [f32]; N],
-        x: &[f32],
-        xq: &mut QuantizedVector,
-    ) {
-        if let Some(ws) = all_some(ms.map(Matrix::as_f32)) {
-            kernels::matmul_each(outs, ws, x);
-        } else if let Some(ws) = all_some(ms.map(Matrix::as_q8)) {
-            quant::matmul_each(outs, ws, x, xq);
-        } else {
-            for (m, out) in ms.into_iter().zip(outs) {
-                m.matmul(out, x, xq);
-            }
-        }
-    }
-
-    /// `out = X selfᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`,
-    /// and each row of `out` is what [`Matrix::matmul`] gives for that row of `xs`, bit for bit.
-    ///
-    /// Each block of weights is read once for the whole batch, with `transposed` as scratch
-    /// (see [`kernels::matmul_batch_scratch`]); `quantized` holds the batch quantized for int8
-    /// matrices.
-    pub(crate) fn matmul_batch(
-        &self,
-        out: &mut [f32],
-        xs: &[f32],
-        transposed: &mut [f32],
-        quantized: &mut Vec<QuantizedVector>,
-    ) {
-        match self {
-            Matrix::F32 { data, cols, .. } => {
-                kernels::matmul_batch(out, data, xs, *cols, transposed)
-            }
-            Matrix::Q8(m) => quant::matmul_batch(out, m, xs, quantized, transposed),
-        }
-    }
-
-    /// `outs[i] = X ms[i]ᵀ` for several matrices that read the same batch, each as
-    /// [`Matrix::matmul_batch`] would compute it; the batch is transposed (or quantized) once.
-    pub(crate) fn matmul_batch_each<const N: usize>(
-        ms: [&Matrix; N],
-        outs: [&mut [f32]; N],
-        xs: &[f32],
-        transposed: &mut [f32],
-        quantized: &mut Vec<QuantizedVector>,
-    ) {
-        let cols = ms.first().map_or(0, |m| m.cols());
-        if let Some(ws) = all_some(ms.map(Matrix::as_f32)) {
-            kernels::matmul_batch_each(outs, ws, xs, cols, transposed);
-        } else if let Some(ws) = all_some(ms.map(Matrix::as_q8)) {
-            quant::matmul_batch_each(outs, ws, xs, quantized, transposed);
-        } else {
-            for (m, out) in ms.into_iter().zip(outs) {
-                m.matmul_batch(out, xs, transposed, quantized);
-            }
-        }
-    }
-
-    /// The values of a float matrix.
-    fn as_f32(&self) -> Option<&[f32]> {
-        match self {
-            Matrix::F32 { data, .. } => Some(data),
-            Matrix::Q8(_) => None,
-        }
-    }
-
-    /// The int8 matrix, if it is one.
-    fn as_q8(&self) -> Option<&Q8Matrix<'_>> {
-        match self {
-            Matrix::Q8(m) => Some(m),
-            Matrix::F32 { .. } => None,
-        }
-    }
-
-    /// Copy (or dequantize) row `row` into `out` (`cols` values; `row` below `rows`).
-    pub(crate) fn row_into(&self, row: usize, out: &mut [f32]) {
-        match self {
-            Matrix::F32 { data, cols, .. } => {
-                out.copy_from_slice(&data[row * cols..(row + 1) * cols])
-            }
-            Matrix::Q8(m) => m.dequantize_row(row, out),
-        }
-    }
-}
-
-/// Every item, if none is `None`.
-fn all_some<T: Copy, const N: usize>(items: [Option<T>; N]) -> Option<[T; N]> {
-    let first = items.first().copied().flatten()?;
-    let all = items.iter().all(Option::is_some);
-    all.then(|| items.map(|item| item.unwrap_or(first)))
-}
 
 /// The weights of one transformer block.
 #[derive(Clone, Copy, Debug)]
@@ -184,6 +55,8 @@ pub struct Model {
     /// Group scales copied out of the file because they are not 4-byte aligned there (int8
     /// files whose tensor sizes are not multiples of 4), keyed by their byte offset.
     copied_scales: BTreeMap<usize, Vec<f32>>,
+    /// The kernels every forward pass runs on, chosen when the model is loaded.
+    kernels: Kernels,
 }
 
 impl Model {
@@ -191,6 +64,7 @@ impl Model {
     ///
     /// The weights stay in the file's pages; nothing is copied. As with any memory map, the file
     /// must not be truncated or modified while the model is alive.
+    #[cfg(feature = "std")]
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let storage = Storage::map(path)?;
@@ -214,7 +88,19 @@ impl Model {
         Ok(Model {
             checkpoint,
             copied_scales,
+            kernels: Kernels::detect(),
         })
+    }
+
+    /// The same model running on other kernels (another instruction set, say): every forward
+    /// pass then calls `kernels`' functions.
+    pub fn with_kernels(self, kernels: Kernels) -> Model {
+        Model { kernels, ..self }
+    }
+
+    /// The kernels this model's forward passes run on.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     /// The model's hyperparameters.
@@ -359,102 +245,9 @@ impl Model {
         token: u32,
         pos: usize,
     ) -> Result<&'s mut [f32]> {
-        self.check_tokens(&[token], state)?;
-        state.start_positions(pos, 1)?;
-        kernels::parallel::on_worker(self.largest_matrix(), || {
-            self.forward_position(state, token, pos)
-        });
-        Ok(&mut state.logits)
+        self.forward_batch(state, &[token], pos, Logits::Last)
     }
 
-    /// The forward pass proper, for a position that has room in the cache.
-    fn forward_position(&self, state: &mut State, token: u32, pos: usize) {
-        let c = *self.config();
-        let State {
-            x,
-            xb,
-            xb2,
-            q,
-            hb,
-            hb2,
-            scores,
-            logits,
-            kv_cache,
-            rope,
-            xq,
-            config: _,
-            batch: _,
-        } = state;
-        let attention_shape = attention_shape(&c);
-
-        // The token's embedding starts the residual stream x, (dim,).
-        self.token_embedding().row_into(token as usize, x);
-        // RoPE angles depend only on the position: compute them once for all layers.
-        kernels::rope_table(rope, pos, c.head_dim());
-
-        for l in 0..c.n_layers {
-            let w = self.layer(l);
-            let (keys, values) = kv_cache.layer_mut(l);
-            let kv_dim = c.kv_dim();
-            let (k, v) = (
-                &mut keys[pos * kv_dim..(pos + 1) * kv_dim],
-                &mut values[pos * kv_dim..(pos + 1) * kv_dim],
-            );
-
-            // Attention block. Normalise x, then project it to the query q (dim,) and to this
-            // position's key and value (kv_dim,), which go straight into the KV cache.
-            kernels::rms_norm(xb, x, w.attn_norm);
-            Matrix::matmul_each([&w.wq, &w.wk, &w.wv], [q, k, v], xb, xq);
-
-            // Rotate q and k by the position (RoPE), so attention scores depend on distance.
-            kernels::rope(q, rope);
-            kernels::rope(k, rope);
-
-            // Each head attends over positions 0..=pos of the cache; the heads' outputs are
-            // concatenated into xb (dim,).
-            let n_pos = pos + 1;
-            kernels::attention(
-                xb,
-                q,
-                &keys[..n_pos * kv_dim],
-                &values[..n_pos * kv_dim],
-                scores,
-                n_pos,
-                attention_shape,
-            );
-
-            // Output projection, then the residual connection.
-            w.wo.matmul(xb2, xb, xq);
-            kernels::add_in_place(x, xb2);
-
-            // Feed-forward block: normalise, then w2(silu(w1 x) * w3 x), (hidden_dim,) inside.
-            kernels::rms_norm(xb, x, w.ffn_norm);
-            Matrix::matmul_each([&w.w1, &w.w3], [hb, hb2], xb, xq);
-            kernels::swiglu(hb, hb2);
-            w.w2.matmul(xb, hb, xq);
-            kernels::add_in_place(x, xb);
-        }
-
-        // Final norm, then the classifier turns x into one logit per vocabulary entry.
-        kernels::rms_norm_in_place(x, self.final_norm());
-        self.classifier().matmul(logits, x, xq);
-    }
-}
-
-/// Which logits [`Model::forward_batch`] computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// Only the last position's, `(vocab_size,)`: all that sampling the next token needs.
-    Last,
-    /// Every position's, `(tokens, vocab_size)`, for chat mode and evaluation.
-    All,
-}
-
-/// How many positions go through the layers together in a batched forward pass. Larger batches
-/// read the weights fewer times; smaller ones keep the batch's activations in the caches.
-const BATCH_CHUNK: usize = 128;
-
-impl Model {
     /// Run `tokens` at positions `start_pos..start_pos + tokens.len()` through the model as a
     /// batch (a prompt, typically) and return the logits `which` asks for.
     ///
@@ -481,16 +274,16 @@ impl Model {
         }
         self.check_tokens(tokens, state)?;
         let n = tokens.len();
-        let what = format!("activations of model {}", self.name());
         let logits_rows = if which == Logits::All { n } else { 0 };
         let chunk = n.min(BATCH_CHUNK);
         // Check the positions before growing any buffer, and grow the buffers before taking the
         // positions: an error leaves the state as it was.
         state.kv_cache.check_room(start_pos, n)?;
+        let what = || format!("activations of model {}", self.name());
         state
-            .batch
-            .reserve(&c, chunk, start_pos + n, logits_rows, &what)?;
-        state.start_positions(start_pos, n)?;
+            .rows
+            .reserve(&c, chunk, start_pos + n, logits_rows, what)?;
+        state.kv_cache.start_positions(start_pos, n)?;
         kernels::parallel::on_worker(chunk * self.largest_matrix(), || {
             for (i, chunk) in tokens.chunks(BATCH_CHUNK).enumerate() {
                 self.forward_chunk(state, chunk, start_pos + i * BATCH_CHUNK);
@@ -500,53 +293,56 @@ impl Model {
         match which {
             Logits::Last => Ok(&mut state.logits),
             Logits::All => {
-                let all = &mut state.batch.logits[..n * c.vocab_size];
+                let all = &mut state.rows.logits[..n * c.vocab_size];
                 state.logits.copy_from_slice(&all[(n - 1) * c.vocab_size..]);
                 Ok(all)
             }
         }
     }
 
-    /// The classifier for a chunk of `m` positions whose final-normed residual stream is in
-    /// `state.batch.x`: into rows `first..first + m` of the batch logits for [`Logits::All`], or
-    /// into the state's logits for the last of `n` positions with [`Logits::Last`].
-    fn classify_chunk(&self, state: &mut State, m: usize, first: usize, n: usize, which: Logits) {
-        let vocab_size = self.config().vocab_size;
-        let Batch {
-            x,
-            transposed,
-            quantized,
-            logits,
-            ..
-        } = &mut state.batch;
-        let x = &x[..m * self.config().dim];
-        match which {
-            Logits::All => {
-                let rows = &mut logits[first * vocab_size..(first + m) * vocab_size];
-                self.classifier()
-                    .matmul_batch(rows, x, transposed, quantized);
-            }
-            Logits::Last if first + m == n => {
-                let last = &x[(m - 1) * self.config().dim..];
-                self.classifier()
-                    .matmul(&mut state.logits, last, &mut state.xq);
-            }
-            Logits::Last => {}
-        }
-    }
-
-    /// The layers of [`Model::forward_batch`] for one chunk of `m` positions from `start` on,
-    /// whose keys and values already have room in the cache. Leaves the final-normed residual
-    /// stream in `state.batch.x`, `(m, dim)`. Every step is the one of [`Model::forward`],
-    /// applied to each row of the batch, with matrix-matrix products for the projections.
+    /// The forward pass proper for a chunk of `m` positions from `start` on, whose keys and
+    /// values already have room in the cache: embedding, every layer, and the final norm, which
+    /// leaves the classifier's input in `state.rows.xb`, `(m, dim)`.
     fn forward_chunk(&self, state: &mut State, tokens: &[u32], start: usize) {
         let c = *self.config();
         let m = tokens.len();
-        let (dim, kv_dim, head_dim) = (c.dim, c.kv_dim(), c.head_dim());
-        let State {
-            kv_cache, batch, ..
-        } = state;
-        let Batch {
+        let (dim, half_head) = (c.dim, c.head_dim() / 2);
+        let State { kv_cache, rows, .. } = state;
+        let mut rows = rows.first(&c, m);
+
+        // One embedding row per token starts the residual stream x, (m, dim), and one table of
+        // RoPE angles per position serves all layers, (m, head_dim / 2).
+        for (t, (row, &token)) in rows.x.chunks_exact_mut(dim).zip(tokens).enumerate() {
+            self.token_embedding().row_into(token as usize, row);
+            let table = &mut rows.rope[t * half_head..(t + 1) * half_head];
+            kernels::rope_table(table, start + t, c.head_dim());
+        }
+
+        for l in 0..c.n_layers {
+            let (keys, values) = kv_cache.layer_mut(l);
+            self.transformer_block(&self.layer(l), &mut rows, keys, values, start);
+        }
+
+        // The final norm, into xb for the classifier.
+        for (out, row) in rows.xb.chunks_exact_mut(dim).zip(rows.x.chunks_exact(dim)) {
+            kernels::rms_norm(out, row, self.final_norm());
+        }
+    }
+
+    /// One transformer block over the `m` positions of `rows` (`m = 1` when decoding), the
+    /// first at position `start`. `keys` and `values` are the layer's KV cache, `(start + m,
+    /// kv_dim)` at least; this block writes the positions' own keys and values into it.
+    fn transformer_block(
+        &self,
+        w: &LayerWeights,
+        rows: &mut Rows,
+        keys: &mut [f32],
+        values: &mut [f32],
+        start: usize,
+    ) {
+        let c = self.config();
+        let k = &self.kernels;
+        let Rows {
             x,
             xb,
             xb2,
@@ -555,120 +351,111 @@ impl Model {
             hb2,
             rope,
             scores,
-            transposed,
-            quantized,
-            ..
-        } = batch;
-        let (x, xb, xb2, q) = (
-            &mut x[..m * dim],
-            &mut xb[..m * dim],
-            &mut xb2[..m * dim],
-            &mut q[..m * dim],
-        );
-        let (hb, hb2) = (&mut hb[..m * c.hidden_dim], &mut hb2[..m * c.hidden_dim]);
-        let rope = &mut rope[..m * head_dim / 2];
+            scratch,
+        } = rows;
+        let (dim, kv_dim, half_head) = (c.dim, c.kv_dim(), c.head_dim() / 2);
+        let m = x.len() / dim;
+        let new_kv = start * kv_dim..(start + m) * kv_dim;
 
-        // One embedding row per token starts the residual stream x, (m, dim), and one table of
-        // RoPE angles per position serves all layers, (m, head_dim / 2).
-        for ((row, &token), (t, table)) in x
+        // Attention block. Normalise x, then project it to the queries q (m, dim) and to these
+        // positions' keys and values (m, kv_dim), which go straight into the KV cache.
+        for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+            kernels::rms_norm(out, row, w.attn_norm);
+        }
+        let (new_keys, new_values) = (&mut keys[new_kv.clone()], &mut values[new_kv.clone()]);
+        let qkv = [&mut **q, &mut *new_keys, new_values];
+        k.matmul_each(qkv, [&w.wq, &w.wk, &w.wv], xb, scratch);
+
+        // Rotate q and k by their positions (RoPE), so attention scores depend on distance.
+        for ((q_row, k_row), table) in q
             .chunks_exact_mut(dim)
-            .zip(tokens)
-            .zip(rope.chunks_exact_mut(head_dim / 2).enumerate())
+            .zip(new_keys.chunks_exact_mut(kv_dim))
+            .zip(rope.chunks_exact(half_head))
         {
-            self.token_embedding().row_into(token as usize, row);
-            kernels::rope_table(table, start + t, head_dim);
+            kernels::rope(q_row, table);
+            kernels::rope(k_row, table);
         }
 
-        for l in 0..c.n_layers {
-            let w = self.layer(l);
-            let (keys, values) = kv_cache.layer_mut(l);
-            let batch_kv = start * kv_dim..(start + m) * kv_dim;
+        // Each position attends over the cache up to and including itself; the heads' outputs
+        // are concatenated into xb (m, dim).
+        let cached = ..(start + m) * kv_dim;
+        let shape = attention_shape(c);
+        k.attention(xb, q, &keys[cached], &values[cached], scores, start, shape);
 
-            // Attention block: normalise each row, project to queries (m, dim) and to the
-            // batch's keys and values (m, kv_dim), written straight into the cache.
-            for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                kernels::rms_norm(out, row, w.attn_norm);
-            }
-            Matrix::matmul_batch_each(
-                [&w.wq, &w.wk, &w.wv],
-                [
-                    q,
-                    &mut keys[batch_kv.clone()],
-                    &mut values[batch_kv.clone()],
-                ],
-                xb,
-                transposed,
-                quantized,
-            );
-            for ((q_row, k_row), table) in q
-                .chunks_exact_mut(dim)
-                .zip(keys[batch_kv].chunks_exact_mut(kv_dim))
-                .zip(rope.chunks_exact(head_dim / 2))
-            {
-                kernels::rope(q_row, table);
-                kernels::rope(k_row, table);
-            }
+        // Output projection, then the residual connection.
+        k.matmul_each([&mut **xb2], [&w.wo], xb, scratch);
+        kernels::add_in_place(x, xb2);
 
-            // Each position attends over the cache up to and including itself.
-            let cached = ..(start + m) * kv_dim;
-            let shape = attention_shape(&c);
-            kernels::attention_batch(xb, q, &keys[cached], &values[cached], scores, start, shape);
-
-            // Output projection and residual connection.
-            w.wo.matmul_batch(xb2, xb, transposed, quantized);
-            kernels::add_in_place(x, xb2);
-
-            // Feed-forward block, row by row as in `forward`, (m, hidden_dim) inside.
-            for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                kernels::rms_norm(out, row, w.ffn_norm);
-            }
-            Matrix::matmul_batch_each([&w.w1, &w.w3], [hb, hb2], xb, transposed, quantized);
-            kernels::swiglu(hb, hb2);
-            w.w2.matmul_batch(xb, hb, transposed, quantized);
-            kernels::add_in_place(x, xb);
+        // Feed-forward block: normalise, then w2(silu(w1 x) * w3 x), (m, hidden_dim) inside.
+        for (out, row) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+            kernels::rms_norm(out, row, w.ffn_norm);
         }
+        k.matmul_each([&mut **hb, &mut **hb2], [&w.w1, &w.w3], xb, scratch);
+        kernels::swiglu(hb, hb2);
+        k.matmul_each([&mut **xb], [&w.w2], hb, scratch);
+        kernels::add_in_place(x, xb);
+    }
 
-        for row in x.chunks_exact_mut(dim) {
-            kernels::rms_norm_in_place(row, self.final_norm());
+    /// The classifier for a chunk of `m` positions whose final-normed residual stream is in
+    /// `state.rows.xb`: into rows `first..first + m` of the batch logits for [`Logits::All`], or
+    /// into the state's logits for the last of `n` positions with [`Logits::Last`].
+    fn classify_chunk(&self, state: &mut State, m: usize, first: usize, n: usize, which: Logits) {
+        let (dim, vocab_size) = (self.config().dim, self.config().vocab_size);
+        let RowBuffers {
+            xb,
+            scratch,
+            logits,
+            ..
+        } = &mut state.rows;
+        let classifier = self.classifier();
+        match which {
+            Logits::All => {
+                let rows = &mut logits[first * vocab_size..(first + m) * vocab_size];
+                let xs = &xb[..m * dim];
+                self.kernels.matmul_each([rows], [&classifier], xs, scratch);
+            }
+            Logits::Last if first + m == n => {
+                let last = &xb[(m - 1) * dim..m * dim];
+                let logits = &mut state.logits[..];
+                self.kernels
+                    .matmul_each([logits], [&classifier], last, scratch);
+            }
+            Logits::Last => {}
         }
     }
 }
 
-/// Everything that changes while running one sequence: activation buffers and the KV cache.
+/// Which logits [`Model::forward_batch`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's, `(vocab_size,)`: all that sampling the next token needs.
+    Last,
+    /// Every position's, `(tokens, vocab_size)`, for chat mode and evaluation.
+    All,
+}
+
+/// How many positions go through the layers together in a batched forward pass. Larger batches
+/// read the weights fewer times; smaller ones keep the batch's activations in the caches.
+const BATCH_CHUNK: usize = 128;
+
+/// Everything that changes while running one sequence: the KV cache and activation buffers.
 pub struct State {
-    /// The residual stream, `(dim,)`.
-    x: Vec<f32>,
-    /// Input of the current block after normalisation, and attention output, `(dim,)`.
-    xb: Vec<f32>,
-    /// Output of a projection before it joins the residual stream, `(dim,)`.
-    xb2: Vec<f32>,
-    /// Query of the current position, `(dim,)`.
-    q: Vec<f32>,
-    /// Feed-forward gate, `(hidden_dim,)`.
-    hb: Vec<f32>,
-    /// Feed-forward up projection, `(hidden_dim,)`.
-    hb2: Vec<f32>,
-    /// Attention scores, `(n_heads, positions)`; grows with the positions in use.
-    scores: Vec<f32>,
-    /// Output logits, `(vocab_size,)`.
+    /// Output logits of the last position, `(vocab_size,)`.
     logits: Vec<f32>,
     /// Keys and values of every position so far, per layer.
     kv_cache: KvCache,
-    /// RoPE `(cos, sin)` for the current position, `(head_dim / 2,)`.
-    rope: Vec<(f32, f32)>,
-    /// The current activation quantized to int8 (int8 models only).
-    xq: QuantizedVector,
+    /// Activations of the positions going through the model, one row per position.
+    rows: RowBuffers,
     /// The shape of the model this state was made for.
     config: Config,
-    /// Activations of batched forward passes, allocated on first use.
-    batch: Batch,
 }
 
-/// The activations of a batch of positions: like [`State`]'s buffers with one row per position.
-/// Empty until the first batched forward pass, then grown to the largest batch and kept.
+/// The activations of the positions going through the layers together (one when decoding, a
+/// chunk of a prompt otherwise), one row per position. Grown to the largest chunk and kept.
 #[derive(Default)]
-struct Batch {
-    /// Residual stream, normalised input, projection output and queries, `(m, dim)` each.
+struct RowBuffers {
+    /// Residual stream, normalised input (then attention output), projection output and
+    /// queries, `(m, dim)` each.
     x: Vec<f32>,
     xb: Vec<f32>,
     xb2: Vec<f32>,
@@ -676,47 +463,76 @@ struct Batch {
     /// Feed-forward gate and up projection, `(m, hidden_dim)` each.
     hb: Vec<f32>,
     hb2: Vec<f32>,
-    /// RoPE angles per position, `(m, head_dim / 2)`.
+    /// RoPE `(cos, sin)` per position, `(m, head_dim / 2)`.
     rope: Vec<(f32, f32)>,
     /// Attention scores, `(m, n_heads, positions)`.
     scores: Vec<f32>,
-    /// Scratch for batched matrix products: the batch transposed, and the result transposed.
-    transposed: Vec<f32>,
-    /// The batch quantized to int8, one vector per position (int8 models only).
-    quantized: Vec<QuantizedVector>,
+    /// Scratch of the matrix products: the input transposed or quantized, the output transposed.
+    scratch: MatmulScratch,
     /// Logits of every position, `(tokens, vocab_size)`, for [`Logits::All`].
     logits: Vec<f32>,
 }
 
-impl Batch {
+/// The first `m` rows of each of a [`RowBuffers`]' activations: what one layer works on.
+struct Rows<'a> {
+    x: &'a mut [f32],
+    xb: &'a mut [f32],
+    xb2: &'a mut [f32],
+    q: &'a mut [f32],
+    hb: &'a mut [f32],
+    hb2: &'a mut [f32],
+    rope: &'a mut [(f32, f32)],
+    scores: &'a mut [f32],
+    scratch: &'a mut MatmulScratch,
+}
+
+impl RowBuffers {
     /// Make room for chunks of up to `m` positions attending over up to `positions` positions,
-    /// and for the logits of `logits_rows` positions.
+    /// and for the logits of `logits_rows` positions. `what` names the buffers in errors.
     fn reserve(
         &mut self,
         c: &Config,
         m: usize,
         positions: usize,
         logits_rows: usize,
-        what: &str,
+        what: impl Fn() -> String,
     ) -> Result<()> {
         for buffer in [&mut self.x, &mut self.xb, &mut self.xb2, &mut self.q] {
-            grow(buffer, m * c.dim, what)?;
+            grow(buffer, m * c.dim, &what)?;
         }
-        grow(&mut self.hb, m * c.hidden_dim, what)?;
-        grow(&mut self.hb2, m * c.hidden_dim, what)?;
-        grow(&mut self.scores, m * c.n_heads * positions, what)?;
-        let widest = if logits_rows > 0 { c.vocab_size } else { 0 };
-        let scratch = kernels::matmul_batch_scratch(
-            m,
-            c.dim.max(c.hidden_dim),
-            widest.max(c.dim).max(c.hidden_dim),
-        );
-        grow(&mut self.transposed, scratch, what)?;
-        grow(&mut self.logits, logits_rows * c.vocab_size, what)?;
+        grow(&mut self.hb, m * c.hidden_dim, &what)?;
+        grow(&mut self.hb2, m * c.hidden_dim, &what)?;
+        grow(&mut self.scores, m * c.n_heads * positions, &what)?;
+        // The widest products: q, k and v together, w1 and w3 together, or the classifier.
+        let widest = (c.dim + 2 * c.kv_dim()).max(2 * c.hidden_dim);
+        let widest = if logits_rows > 0 {
+            widest.max(c.vocab_size)
+        } else {
+            widest
+        };
+        let (xs_t, out_t) = MatmulScratch::lengths(m, c.dim.max(c.hidden_dim), widest);
+        grow(&mut self.scratch.xs_t, xs_t, &what)?;
+        grow(&mut self.scratch.out_t, out_t, &what)?;
+        grow(&mut self.logits, logits_rows * c.vocab_size, &what)?;
         if self.rope.len() < m * c.head_dim() / 2 {
             self.rope.resize(m * c.head_dim() / 2, (0.0, 0.0));
         }
         Ok(())
+    }
+
+    /// The first `m` rows of every buffer (which must have room for them).
+    fn first(&mut self, c: &Config, m: usize) -> Rows<'_> {
+        Rows {
+            x: &mut self.x[..m * c.dim],
+            xb: &mut self.xb[..m * c.dim],
+            xb2: &mut self.xb2[..m * c.dim],
+            q: &mut self.q[..m * c.dim],
+            hb: &mut self.hb[..m * c.hidden_dim],
+            hb2: &mut self.hb2[..m * c.hidden_dim],
+            rope: &mut self.rope[..m * c.head_dim() / 2],
+            scores: &mut self.scores,
+            scratch: &mut self.scratch,
+        }
     }
 }
 
@@ -728,34 +544,21 @@ impl State {
         // and reserving them touches no memory.
         let kv_what = what(&format!("the KV cache ({positions} positions)"));
         let kv_cache = KvCache::new(c, positions, &kv_what)?;
-        let scores = reserve(
-            c.n_heads.checked_mul(positions),
-            &what(&format!("attention scores ({positions} positions)")),
-        )?;
+        let mut rows = RowBuffers {
+            scores: reserve(
+                c.n_heads.checked_mul(positions),
+                &what(&format!("attention scores ({positions} positions)")),
+            )?,
+            ..RowBuffers::default()
+        };
+        // Room for decoding one position at a time.
+        rows.reserve(c, 1, 0, 0, || what("activations"))?;
         Ok(State {
-            x: zeros(c.dim, &what("activations"))?,
-            xb: zeros(c.dim, &what("activations"))?,
-            xb2: zeros(c.dim, &what("activations"))?,
-            q: zeros(c.dim, &what("activations"))?,
-            hb: zeros(c.hidden_dim, &what("activations"))?,
-            hb2: zeros(c.hidden_dim, &what("activations"))?,
-            scores,
             logits: zeros(c.vocab_size, &what("logits"))?,
             kv_cache,
-            rope: vec![(0.0, 0.0); c.head_dim() / 2],
-            xq: QuantizedVector::default(),
+            rows,
             config: *c,
-            batch: Batch::default(),
         })
-    }
-
-    /// Make room for `n` positions from `start` on in the KV cache (dropping any positions after
-    /// them), and for the last one's attention scores.
-    fn start_positions(&mut self, start: usize, n: usize) -> Result<()> {
-        self.kv_cache.start_positions(start, n)?;
-        // Within capacity, so within what `State::new` reserved: this never reallocates.
-        self.scores.resize(self.config.n_heads * (start + n), 0.0);
-        Ok(())
     }
 
     /// Number of positions whose keys and values are in the cache.
@@ -901,12 +704,12 @@ fn attention_shape(c: &Config) -> AttentionShape {
 
 /// Grow `buffer` to at least `len` floats, or return an error instead of aborting if memory
 /// runs out.
-fn grow(buffer: &mut Vec<f32>, len: usize, what: &str) -> Result<()> {
+fn grow(buffer: &mut Vec<f32>, len: usize, what: &impl Fn() -> String) -> Result<()> {
     if buffer.len() < len {
         buffer
             .try_reserve_exact(len - buffer.len())
             .map_err(|_| Error::OutOfMemory {
-                what: what.to_string(),
+                what: what(),
                 bytes: len as u128 * 4,
             })?;
         buffer.resize(len, 0.0);

@@ -12,72 +12,19 @@
 //! final_norm (dim)               classifier (vocab, dim), only when not shared
 //! ```
 //!
-//! [`tensor_table`] is that order written once. Gradients and optimizer moments use the same
+//! [`tensor_table`] is that order (from [`crate::checkpoint::tensor_order`], where the order of
+//! every file format is written once) with offsets into the buffer. Gradients and optimizer moments use the same
 //! layout (a `Params` of zeros), so an optimizer step is one loop over flat slices, and a shared
 //! classifier exists once and is counted once.
 //!
 //! This module owns no file format: reading is [`crate::checkpoint`]'s job and writing
 //! [`crate::convert`]'s.
 
-use crate::checkpoint::Config;
+pub use crate::checkpoint::TensorKind;
+use crate::checkpoint::{tensor_order, Config, FileEntry, Format};
 use crate::error::{Error, Result};
-
-/// What a tensor is for. Per-layer kinds come once per layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TensorKind {
-    /// Token embedding table, `(vocab_size, dim)`.
-    TokenEmbedding,
-    /// RMSNorm weights before attention, `(dim,)`.
-    AttnNorm,
-    /// Query projection, `(dim, dim)`.
-    Wq,
-    /// Key projection, `(kv_dim, dim)`.
-    Wk,
-    /// Value projection, `(kv_dim, dim)`.
-    Wv,
-    /// Attention output projection, `(dim, dim)`.
-    Wo,
-    /// RMSNorm weights before the feed-forward block, `(dim,)`.
-    FfnNorm,
-    /// Feed-forward gate, `(hidden_dim, dim)`.
-    W1,
-    /// Feed-forward down projection, `(dim, hidden_dim)`.
-    W2,
-    /// Feed-forward up projection, `(hidden_dim, dim)`.
-    W3,
-    /// RMSNorm weights before the classifier, `(dim,)`.
-    FinalNorm,
-    /// Classifier, `(vocab_size, dim)`; absent when it shares the embedding table.
-    Classifier,
-}
-
-impl TensorKind {
-    /// The name llama2.c's `model.py` gives this tensor (per-layer ones without the layer).
-    pub fn name(self) -> &'static str {
-        match self {
-            TensorKind::TokenEmbedding => "tok_embeddings.weight",
-            TensorKind::AttnNorm => "attention_norm.weight",
-            TensorKind::Wq => "attention.wq.weight",
-            TensorKind::Wk => "attention.wk.weight",
-            TensorKind::Wv => "attention.wv.weight",
-            TensorKind::Wo => "attention.wo.weight",
-            TensorKind::FfnNorm => "ffn_norm.weight",
-            TensorKind::W1 => "feed_forward.w1.weight",
-            TensorKind::W2 => "feed_forward.w2.weight",
-            TensorKind::W3 => "feed_forward.w3.weight",
-            TensorKind::FinalNorm => "norm.weight",
-            TensorKind::Classifier => "output.weight",
-        }
-    }
-
-    /// True for the kinds that come once per layer.
-    pub fn is_per_layer(self) -> bool {
-        !matches!(
-            self,
-            TensorKind::TokenEmbedding | TensorKind::FinalNorm | TensorKind::Classifier
-        )
-    }
-}
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// One tensor of a model: what it is, its shape and where it sits in the flat buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +53,7 @@ impl TensorInfo {
     }
 
     /// The tensor's range in the flat buffer.
-    pub fn range(&self) -> std::ops::Range<usize> {
+    pub fn range(&self) -> core::ops::Range<usize> {
         self.offset..self.offset + self.len()
     }
 
@@ -122,33 +69,18 @@ impl TensorInfo {
 /// Every tensor of a model of shape `c`, in checkpoint order, with offsets into a flat buffer.
 /// Errors if the total does not fit in memory's address space.
 pub fn tensor_table(c: &Config) -> Result<Vec<TensorInfo>> {
-    use TensorKind::*;
-    let (dim, hidden, kv_dim, vocab) = (c.dim, c.hidden_dim, c.kv_dim(), c.vocab_size);
-    let shape = |kind: TensorKind| match kind {
-        TokenEmbedding | Classifier => (vocab, dim),
-        AttnNorm | FfnNorm | FinalNorm => (dim, 1),
-        Wq | Wo => (dim, dim),
-        Wk | Wv => (kv_dim, dim),
-        W1 | W3 => (hidden, dim),
-        W2 => (dim, hidden),
-    };
-    let mut entries: Vec<(TensorKind, Option<usize>)> = vec![(TokenEmbedding, None)];
-    for kind in [AttnNorm, Wq, Wk, Wv, Wo, FfnNorm, W1, W2, W3] {
-        entries.extend((0..c.n_layers).map(|l| (kind, Some(l))));
-    }
-    entries.push((FinalNorm, None));
-    if !c.shared_classifier {
-        entries.push((Classifier, None));
-    }
     let mut offset = 0usize;
-    let mut table = Vec::with_capacity(entries.len());
-    for (kind, layer) in entries {
-        let (rows, cols) = shape(kind);
+    let mut table = Vec::new();
+    for entry in tensor_order(Format::Legacy, c) {
+        let FileEntry::Tensor(kind, layer) = entry else {
+            continue; // the legacy file's obsolete RoPE tables are no weights
+        };
+        let (rows, cols) = kind.shape(c);
         let info = TensorInfo {
             kind,
             layer,
             shape: (rows, cols),
-            is_matrix: !matches!(kind, AttnNorm | FfnNorm | FinalNorm),
+            is_matrix: kind.is_matrix(),
             offset,
         };
         offset = rows

@@ -1,8 +1,13 @@
 //! Choosing the next token from the logits: greedy, multinomial, or top-p (nucleus) sampling,
-//! with llama2.c's random number generator so that a seed gives the same tokens as `run.c`.
+//! with llama2.c's random number generator ([`crate::rng`]) so that a seed gives the same tokens
+//! as `run.c`.
 
 use crate::error::{Error, Result};
 use crate::kernels;
+#[allow(unused_imports)]
+use crate::prelude::*;
+pub use crate::rng::Rng;
+use crate::top_k::{Candidate, TopK};
 
 /// Turns logits into a token id.
 #[derive(Clone, Debug)]
@@ -12,6 +17,8 @@ pub struct Sampler {
     rng: Rng,
     /// Candidates of top-p sampling, reused between calls: (probability, token id).
     candidates: Vec<(f32, u32)>,
+    /// The most likely tokens of the last call, when asked for ([`Sampler::with_top_k`]).
+    watch: TopK,
 }
 
 impl Sampler {
@@ -36,7 +43,22 @@ impl Sampler {
             top_p,
             rng: Rng::new(seed),
             candidates: Vec::new(),
+            watch: TopK::default(),
         })
+    }
+
+    /// Also keep, at every [`Sampler::sample`], the `k` most likely tokens and their
+    /// probabilities after temperature (see [`crate::top_k`]); read them with
+    /// [`Sampler::top_k`]. Does not change which tokens are sampled.
+    pub fn with_top_k(mut self, k: usize) -> Sampler {
+        self.watch = TopK::new(k);
+        self
+    }
+
+    /// The candidates kept by the last [`Sampler::sample`], most likely first (empty unless
+    /// asked for with [`Sampler::with_top_k`]).
+    pub fn top_k(&self) -> &[Candidate] {
+        self.watch.candidates()
     }
 
     /// The temperature.
@@ -52,6 +74,9 @@ impl Sampler {
     /// Choose a token: an index into `logits`, which are overwritten (with probabilities, when
     /// sampling). Any logits give an index, NaNs included; an empty slice gives 0.
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        if self.watch.k() > 0 {
+            self.watch.record(logits, self.temperature);
+        }
         if self.temperature == 0.0 {
             return argmax(logits);
         }
@@ -64,15 +89,6 @@ impl Sampler {
             sample_multinomial(logits, coin)
         } else {
             sample_top_p(logits, self.top_p, coin, &mut self.candidates)
-        }
-    }
-
-    /// Advance the random generator as one call of [`Sampler::sample`] would, without logits.
-    /// (Chat mode samples after every prompt token and throws the result away; this lets a
-    /// batched prompt keep the random sequence identical.)
-    pub fn skip_sample(&mut self) {
-        if self.temperature != 0.0 {
-            self.rng.next_f32();
         }
     }
 }
@@ -146,46 +162,9 @@ pub fn sample_top_p(
     candidates[last].1
 }
 
-/// llama2.c's xorshift* generator.
-#[derive(Clone, Debug)]
-pub struct Rng {
-    state: u64,
-}
-
-impl Rng {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
-    }
-
-    /// The next 32 random bits.
-    pub fn next_u32(&mut self) -> u32 {
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
-    }
-
-    /// A random float in `[0, 1)` with 24 random bits.
-    pub fn next_f32(&mut self) -> f32 {
-        (self.next_u32() >> 8) as f32 / 16_777_216.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_matches_llama2c_sequence() {
-        // Printed by llama2.c's random_u32 / random_f32 compiled with gcc.
-        let mut rng = Rng::new(42);
-        let first: Vec<u32> = (0..4).map(|_| rng.next_u32()).collect();
-        assert_eq!(first, [1456360119, 3359763283, 3393612768, 4054632243]);
-        let mut rng = Rng::new(133742);
-        let coins: Vec<u32> = (0..3).map(|_| rng.next_f32().to_bits()).collect();
-        assert_eq!(coins, [0x3f34d003, 0x3f1f67c4, 0x3f09db83]); // 0.706299, 0.622677, 0.538506
-    }
 
     #[test]
     fn argmax_takes_first_of_ties() {

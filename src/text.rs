@@ -1,4 +1,4 @@
-//! Generated tokens as text: UTF-8 put back together across token boundaries.
+//! Generated tokens ([`Token`]) as text: UTF-8 put back together across token boundaries.
 //!
 //! A token's bytes are not always text on their own. A character missing from the vocabulary is
 //! spelled with one byte token per UTF-8 byte, so "😀" can arrive as four tokens, none of them
@@ -9,8 +9,28 @@
 //! does ([`Token::printable`]), which drops the bytes of such characters instead.
 
 use crate::error::Result;
-use crate::generate::Token;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::tokenizer;
+
+/// One generated (or prompt) token and the text it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The token id.
+    pub id: u32,
+    /// Its decoded bytes (see [`Tokenizer::decode`](crate::Tokenizer::decode)); not necessarily
+    /// valid UTF-8 on its own.
+    pub bytes: Vec<u8>,
+    /// True if the token was forced from the prompt rather than sampled.
+    pub from_prompt: bool,
+}
+
+impl Token {
+    /// The bytes `run.c` would print for this token: lone control bytes dropped.
+    pub fn printable(&self) -> &[u8] {
+        tokenizer::printable(&self.bytes)
+    }
+}
 
 /// Turns a stream of byte pieces into valid UTF-8 text, piece by piece.
 ///
@@ -44,7 +64,7 @@ impl Utf8Assembler {
         let mut text = String::new();
         let mut rest = &self.pending[..];
         loop {
-            match std::str::from_utf8(rest) {
+            match core::str::from_utf8(rest) {
                 Ok(valid) => {
                     text.push_str(valid);
                     rest = &[];
@@ -52,7 +72,7 @@ impl Utf8Assembler {
                 }
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    text.push_str(core::str::from_utf8(valid).unwrap_or_default());
                     match e.error_len() {
                         // Bytes that no continuation can repair.
                         Some(bad) => {
@@ -138,6 +158,39 @@ fn text_bytes(token: &Token) -> &[u8] {
         [byte] if byte.is_ascii() => tokenizer::printable(&token.bytes),
         bytes => bytes,
     }
+}
+
+/// A token's piece as readable, quoted text: printable characters as they are; quotes,
+/// backslashes and control characters escaped as in Rust (`\n`, `\t`, `\x01`, `\u{85}`); bytes
+/// that are not UTF-8 (such as half a character from a byte token) as `\xNN`.
+///
+/// ```
+/// assert_eq!(llama2::text::escape_piece(b" a\"b\n\xe2\x82"), r#"" a\"b\n\xe2\x82""#);
+/// assert_eq!(llama2::text::escape_piece("é".as_bytes()), "\"é\"");
+/// ```
+pub fn escape_piece(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            match ch {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x80 && c.is_control() => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]

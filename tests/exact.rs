@@ -1,17 +1,19 @@
 //! The forward pass computes exactly what `run.c` computes: the same bits in every logit, at
 //! every position, for one token at a time and for batched prompts, on every instruction set the
-//! kernels dispatch to. The reference is `run.c`'s forward pass written out plainly from the
-//! reference kernels (`tests/common/naive.rs`).
+//! kernels dispatch to. The oracle is `llama2::reference`, which reads the file with its own
+//! parser and sums in `run.c`'s order; it shares no code with the fast path.
 //!
+//! The tolerance is zero, because the bits allow it: every sum in the fast kernels runs in the
+//! reference's order (no reassociation, no fused multiply-add), the int8 group sums are exact
+//! integers, and both call the same C library for `exp`, `pow`, `sin` and `cos`.
 //! Bit-identical logits are what make the sampled text `run.c`'s for every seed and temperature:
 //! a token drawn near the boundary between two candidates depends on the last bit.
 
 mod common;
 
-use common::naive::NaiveTransformer;
 use common::*;
 use llama2::checkpoint::{Config, Format};
-use llama2::convert::{write_float, FloatTensors};
+use llama2::convert::{write_float, write_int8, FloatTensors};
 use llama2::model::Logits;
 use llama2::Model;
 
@@ -29,24 +31,28 @@ fn assert_same_bits(fast: &[f32], reference: &[f32], what: &str) {
     );
 }
 
-fn random_model(config: Config, seed: u64) -> Model {
+/// The bytes of a random model in `format`.
+fn random_model(config: Config, seed: u64, format: Format) -> Vec<u8> {
+    let tensors = FloatTensors::random(config, seed);
     let mut bytes = Vec::new();
-    write_float(
-        &mut bytes,
-        &FloatTensors::random(config, seed),
-        Format::Float32V1,
-    )
-    .unwrap();
-    Model::from_bytes(bytes).unwrap()
+    match format {
+        Format::Int8V2 { group_size } => {
+            write_int8(&mut bytes, &tensors, group_size).unwrap();
+        }
+        float => write_float(&mut bytes, &tensors, float).unwrap(),
+    }
+    bytes
 }
 
-/// Every position's logits, one token at a time and as one batch, against the naive pass.
-fn check_model(model: &Model, tokens: &[u32], what: &str) {
-    let mut naive = NaiveTransformer::new(model);
+/// Every position's logits, one token at a time and as one batch, against the reference.
+fn check_model(bytes: Vec<u8>, tokens: &[u32], what: &str) {
+    let mut oracle = Reference::new(&bytes);
+    let model = Model::from_bytes(bytes).unwrap();
+    let model = &model;
     let mut state = model.new_state().unwrap();
     let mut reference = Vec::new();
     for (pos, &token) in tokens.iter().enumerate() {
-        let expected = naive.logits(token, pos);
+        let expected = oracle.logits(token, pos);
         let logits = model.forward(&mut state, token, pos).unwrap();
         assert_same_bits(logits, &expected, &format!("{what}, position {pos}"));
         reference.push(expected);
@@ -68,9 +74,28 @@ fn check_model(model: &Model, tokens: &[u32], what: &str) {
 
 #[test]
 fn stories260k_logits_are_run_c_bits() {
-    let model = Model::open(stories260k()).unwrap();
     let tokens: Vec<u32> = (0..70).map(|i| 1 + (i * 37 % 511) as u32).collect();
-    check_model(&model, &tokens, "stories260K");
+    check_model(
+        std::fs::read(stories260k()).unwrap(),
+        &tokens,
+        "stories260K",
+    );
+}
+
+#[test]
+fn int8_logits_are_the_reference_bits() {
+    let tokens: Vec<u32> = (0..40).map(|i| 1 + (i * 37 % 511) as u32).collect();
+    // Groups aligned with rows: runq.c's arithmetic (gs 4), and groups that cross the 64-byte
+    // SIMD chunks (gs 48).
+    let runq = |file: &str| std::fs::read(repo(&format!("tests/fixtures/runq/{file}"))).unwrap();
+    check_model(runq("stories260K-q80-gs4.bin"), &tokens, "stories260K gs 4");
+    check_model(runq("random96-q80-gs48.bin"), &tokens, "random96 gs 48");
+    // Groups of 8 straddling the rows of w2 (hidden_dim 172): llama2.c's own export.
+    check_model(
+        std::fs::read(stories260k_q8()).unwrap(),
+        &tokens,
+        "stories260K gs 8",
+    );
 }
 
 #[test]
@@ -88,12 +113,33 @@ fn logits_are_run_c_bits_for_wide_heads_and_grouped_queries() {
             seq_len: 48,
             shared_classifier: false,
         };
-        let model = random_model(config, dim as u64);
+        let bytes = random_model(config, dim as u64, Format::Float32V1);
         let tokens: Vec<u32> = (0..40).map(|i| (i * 7919 % 300) as u32).collect();
         check_model(
-            &model,
+            bytes,
             &tokens,
             &format!("dim {dim}, hidden {hidden}, {heads}/{kv_heads} heads"),
         );
     }
+}
+
+#[test]
+fn logits_are_run_c_bits_when_rows_are_split_over_threads() {
+    // dim 288 (the stories15M shape): every matrix has more than MIN_PARALLEL_WORK (65536)
+    // multiply-adds, so with the `parallel` feature its rows run on several threads.
+    let config = Config {
+        dim: 288,
+        hidden_dim: 768,
+        n_layers: 2,
+        n_heads: 6,
+        n_kv_heads: 3,
+        vocab_size: 320,
+        seq_len: 32,
+        shared_classifier: true,
+    };
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 7919 % 320) as u32).collect();
+    let float = random_model(config, 288, Format::Legacy);
+    check_model(float, &tokens, "dim 288 float");
+    let int8 = random_model(config, 288, Format::Int8V2 { group_size: 32 });
+    check_model(int8, &tokens, "dim 288 int8");
 }

@@ -8,40 +8,16 @@
 /// Below this many multiply-adds a matrix-vector product runs on the calling thread.
 pub const MIN_PARALLEL_WORK: usize = 1 << 16;
 
-/// Call `f(first_row, block)` for consecutive blocks of `out`, where each element of `out` is one
-/// output row that costs `cols` multiply-adds. Blocks may run on different threads.
-pub fn for_each_row_block<F>(out: &mut [f32], cols: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    for_each_block([out], 1, cols, |_, first_row, block| f(first_row, block));
-}
-
-/// Like [`for_each_row_block`] for outputs with `width` values per row: `out` holds
-/// `out.len() / width` rows of `width` values, each row costs `cost` multiply-adds, and `f`
-/// receives whole rows.
-pub fn for_each_row_group<F>(out: &mut [f32], width: usize, cost: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    for_each_block([out], width, cost, |_, first_row, block| {
-        f(first_row, block)
-    });
-}
-
-/// Like [`for_each_row_block`] for several outputs at once, in one parallel pass (one wake-up of
-/// the threads instead of one per output): `f(output, first_row, block)`.
-pub fn for_each_row_block_of_each<const N: usize, F>(outs: [&mut [f32]; N], cols: usize, f: F)
-where
-    F: Fn(usize, usize, &mut [f32]) + Sync,
-{
-    for_each_block(outs, 1, cols, f);
-}
-
-/// The one splitting rule behind the functions above: `outs` hold rows of `width` values that
-/// cost `cost` multiply-adds each; `f(output, first_row, block)` receives blocks of whole rows.
-fn for_each_block<const N: usize, F>(outs: [&mut [f32]; N], width: usize, cost: usize, f: F)
-where
+/// Call `f(output, first_row, block)` for consecutive blocks of whole rows of every output, in
+/// one parallel pass (one wake-up of the threads for all of them): `outs` hold rows of `width`
+/// values (a weight row's products with `width` input rows) that cost `cost` multiply-adds each.
+/// Blocks may run on different threads; small outputs stay on the calling thread.
+pub fn for_each_block_of_rows<const N: usize, F>(
+    outs: [&mut [f32]; N],
+    width: usize,
+    cost: usize,
+    f: F,
+) where
     F: Fn(usize, usize, &mut [f32]) + Sync,
 {
     let width = width.max(1);

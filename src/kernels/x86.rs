@@ -1,17 +1,15 @@
-//! x86-64 vectors for the generic kernels of [`super::simd`]: an AVX2 register of 8 lanes and
-//! an AVX-512F register of 16.
+//! x86-64 registers for the kernels of [`super::exact`]: an AVX2 register of 8 lanes and an
+//! AVX-512F register of 16, and the exact kernels built for each.
 //!
 //! This module only says how to load, multiply, add and transpose these registers, and builds
-//! each generic kernel once per instruction set inside a `#[target_feature]` function, so the
-//! compiler may use those instructions there (and only there). Which one runs is decided in
-//! [`super::simd::Isa`].
+//! each exact kernel once per instruction set inside a `#[target_feature]` function (modules
+//! [`avx2`] and [`avx512`]), so the compiler may use those instructions there (and only there).
+//! Which one runs is decided in [`super::dispatch`].
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 
-use super::simd::{
-    divide_generic, dots_strided_generic, matmul_t_generic, max_generic, scores_all_heads_generic,
-    weighted_sum_generic, weighted_sums_all_heads_generic, HeadShape, Vector,
-};
+use super::exact;
+use super::vector::Vector;
 
 /// An AVX2 register of 8 lanes.
 #[derive(Clone, Copy)]
@@ -88,7 +86,7 @@ impl Vector for Avx2 {
         // SAFETY: the caller has checked for AVX2. Three rounds of shuffles: pairs of lanes,
         // pairs of pairs, then the two 128-bit halves.
         unsafe {
-            let r: [__m256; 8] = std::array::from_fn(|i| block[i].0);
+            let r: [__m256; 8] = core::array::from_fn(|i| block[i].0);
             let t0 = _mm256_unpacklo_ps(r[0], r[1]);
             let t1 = _mm256_unpackhi_ps(r[0], r[1]);
             let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -210,7 +208,7 @@ impl Vector for Avx512 {
         // SAFETY: the caller has checked for AVX-512F. Four rounds of shuffles: pairs of lanes,
         // pairs of pairs, then 128-bit quarters twice.
         unsafe {
-            let mut r: [__m512; 16] = std::array::from_fn(|i| block[i].0);
+            let mut r: [__m512; 16] = core::array::from_fn(|i| block[i].0);
             let mut t = r;
             for k in 0..8 {
                 t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
@@ -242,227 +240,21 @@ impl Vector for Avx512 {
     }
 }
 
-/// True when 16 rows `stride` floats apart would crowd into the same sets of a level-1 data
-/// cache (64 sets of 64-byte lines, 8 to 12 of them per set): 8 or more in one set, with the
-/// lines prefetched for the next block beside them, evict each other before they are used.
-/// Rows 8 KiB long (hidden size 2048) put all 16 in one set; rows of 2 KiB (dim 512) put 8 in
-/// each of two, which measured 13% slower decoding of the stories42M shape than 8 rows at a
-/// time.
-fn sixteen_rows_alias(stride: usize) -> bool {
-    let mut per_set = [0u8; 64];
-    for r in 0..16 {
-        per_set[(r * stride * 4 / 64) % 64] += 1;
-    }
-    per_set.iter().any(|&n| n >= 8)
-}
+exact::instantiate!(
+    /// The exact kernels with AVX2: 8 rows (or tokens, or values) per register.
+    avx2,
+    crate::kernels::x86::Avx2,
+    crate::kernels::x86::Avx2,
+    4,
+    #[target_feature(enable = "avx2")]
+);
 
-/// [`super::simd::Isa::dots_strided`] with AVX2.
-///
-/// # Safety
-///
-/// The CPU supports AVX2; the rows fit in `rows`.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn dots_strided_avx2(out: &mut [f32], x: &[f32], rows: &[f32], stride: usize) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { dots_strided_generic::<Avx2>(out, x, rows, stride) }
-}
-
-/// [`super::simd::Isa::dots_strided`] with AVX-512: 16 rows at a time, or 8 (in AVX2
-/// registers, which AVX-512F includes) when 16 rows would thrash the cache.
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F; the rows fit in `rows`.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn dots_strided_avx512(out: &mut [f32], x: &[f32], rows: &[f32], stride: usize) {
-    // SAFETY: forwarded from this function's contract; AVX-512F implies AVX2.
-    unsafe {
-        if sixteen_rows_alias(stride) {
-            dots_strided_generic::<Avx2>(out, x, rows, stride)
-        } else {
-            dots_strided_generic::<Avx512>(out, x, rows, stride)
-        }
-    }
-}
-
-/// [`super::simd::Isa::matmul_t`] with AVX2: groups of 4 rows (4 running sums and a column of
-/// tokens fit easily in 16 registers).
-///
-/// # Safety
-///
-/// The CPU supports AVX2; the shapes are consistent.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn matmul_t_avx2(
-    out_t: &mut [f32],
-    w: &[f32],
-    xs_t: &[f32],
-    m: usize,
-    cols: usize,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { matmul_t_generic::<Avx2, 4>(out_t, w, xs_t, m, cols) }
-}
-
-/// [`super::simd::Isa::matmul_t`] with AVX-512: groups of 8 rows.
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F; the shapes are consistent.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn matmul_t_avx512(
-    out_t: &mut [f32],
-    w: &[f32],
-    xs_t: &[f32],
-    m: usize,
-    cols: usize,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { matmul_t_generic::<Avx512, 8>(out_t, w, xs_t, m, cols) }
-}
-
-/// [`super::simd::Isa::weighted_sum_strided`] with AVX2.
-///
-/// # Safety
-///
-/// The CPU supports AVX2; the rows fit in `rows`.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn weighted_sum_avx2(
-    out: &mut [f32],
-    weights: &[f32],
-    rows: &[f32],
-    stride: usize,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { weighted_sum_generic::<Avx2>(out, weights, rows, stride) }
-}
-
-/// [`super::simd::Isa::weighted_sum_strided`] with AVX-512.
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F; the rows fit in `rows`.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn weighted_sum_avx512(
-    out: &mut [f32],
-    weights: &[f32],
-    rows: &[f32],
-    stride: usize,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { weighted_sum_generic::<Avx512>(out, weights, rows, stride) }
-}
-
-/// [`super::simd::Isa::max`] with AVX2.
-///
-/// # Safety
-///
-/// The CPU supports AVX2.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn max_avx2(x: &[f32]) -> f32 {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { max_generic::<Avx2>(x) }
-}
-
-/// [`super::simd::Isa::max`] with AVX-512.
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn max_avx512(x: &[f32]) -> f32 {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { max_generic::<Avx512>(x) }
-}
-
-/// [`super::simd::Isa::divide`] with AVX2.
-///
-/// # Safety
-///
-/// The CPU supports AVX2.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn divide_avx2(x: &mut [f32], divisor: f32) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { divide_generic::<Avx2>(x, divisor) }
-}
-
-/// [`super::simd::Isa::divide`] with AVX-512.
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn divide_avx512(x: &mut [f32], divisor: f32) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { divide_generic::<Avx512>(x, divisor) }
-}
-
-/// [`super::simd::Isa::scores_all_heads`] with AVX2.
-///
-/// # Safety
-///
-/// The CPU supports AVX2; the shapes are consistent.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn scores_all_heads_avx2(
-    scores: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    shape: HeadShape,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { scores_all_heads_generic::<Avx2>(scores, q, keys, shape) }
-}
-
-/// [`super::simd::Isa::scores_all_heads`] with AVX-512.
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F; the shapes are consistent.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn scores_all_heads_avx512(
-    scores: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    shape: HeadShape,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { scores_all_heads_generic::<Avx512>(scores, q, keys, shape) }
-}
-
-/// [`super::simd::Isa::weighted_sums_all_heads`] with AVX2.
-///
-/// # Safety
-///
-/// The CPU supports AVX2; the shapes are consistent.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn weighted_sums_all_heads_avx2(
-    out: &mut [f32],
-    att: &[f32],
-    values: &[f32],
-    shape: HeadShape,
-) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { weighted_sums_all_heads_generic::<Avx2>(out, att, values, shape) }
-}
-
-/// [`super::simd::Isa::weighted_sums_all_heads`] with AVX-512: in AVX2 registers when heads are
-/// narrower than 16 values (no lanes wasted on 8-value heads).
-///
-/// # Safety
-///
-/// The CPU supports AVX-512F; the shapes are consistent.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn weighted_sums_all_heads_avx512(
-    out: &mut [f32],
-    att: &[f32],
-    values: &[f32],
-    shape: HeadShape,
-) {
-    // SAFETY: forwarded from this function's contract; AVX-512F implies AVX2.
-    unsafe {
-        if shape.head_dim < 16 {
-            weighted_sums_all_heads_generic::<Avx2>(out, att, values, shape)
-        } else {
-            weighted_sums_all_heads_generic::<Avx512>(out, att, values, shape)
-        }
-    }
-}
+exact::instantiate!(
+    /// The exact kernels with AVX-512F: 16 per register, but 8 (in AVX2 registers, which
+    /// AVX-512F includes) where 16 would waste lanes or thrash the cache.
+    avx512,
+    crate::kernels::x86::Avx512,
+    crate::kernels::x86::Avx2,
+    8,
+    #[target_feature(enable = "avx512f")]
+);

@@ -5,31 +5,31 @@
 //! export cuts the *flattened* tensor, so when `group_size` does not divide the row length a
 //! group can straddle two rows.
 //!
-//! Two ways to multiply such a matrix by a vector live here:
+//! Two ways to multiply such a matrix by a vector live below this module:
 //!
 //! * **aligned groups** (every row starts a group): quantize the activation vector in the same
 //!   groups and take int8 x int8 dot products with exact i32 sums, then scale each group, the
-//!   way `runq.c` does, and in the same order, so the results match it bit for bit. The integer
-//!   part runs on the best [`Kernel`] for the CPU.
+//!   way `runq.c` does, and in the same order, so the results match it bit for bit
+//!   ([`plain::rows_aligned`], and the SIMD versions in `quant/x86.rs`).
 //! * **straddling groups**: `runq.c` pairs the wrong scales with the values here. We multiply the
 //!   int8 weights by the float activations, one stretch of a row per group, and scale each
-//!   stretch by its own group's scale: the same result as float maths on the dequantized weights.
+//!   stretch by its own group's scale: the same result as float maths on the dequantized weights
+//!   ([`plain::dot_straddling`]).
+//!
+//! Which kernel runs, and on how many threads, is decided above, in [`crate::kernels`].
 //!
 //! Two roundings meet in this module and must not be confused: weights are quantized like
 //! llama2.c's `export.py` (ties to even, as `torch.round`), activations like `runq.c` (ties away
 //! from zero, as C's `round`).
 //!
-//! This module is not about loading files ([`crate::checkpoint`]) or float matrices
-//! ([`crate::kernels`]).
+//! This module is not about loading files ([`crate::checkpoint`]) or float matrices. It imports
+//! nothing from the rest of the crate; its kernels import only this module's types.
+
+use crate::prelude::*;
 
 pub mod plain;
 #[cfg(target_arch = "x86_64")]
-mod x86;
-
-#[cfg(test)]
-mod tests;
-
-use crate::kernels::{self, parallel};
+pub(crate) mod x86;
 
 /// A row-major int8 matrix with group scales, borrowed from a checkpoint.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +52,30 @@ impl Q8Matrix<'_> {
         self.cols.is_multiple_of(self.group_size)
     }
 
+    /// True if the SIMD kernels of `quant/x86.rs` can run this matrix: they sum bytes in fours,
+    /// so a group must be a whole number of fours, and small enough that its i32 sum cannot
+    /// overflow; and rows must be aligned to groups. Other matrices take [`plain`]'s loops.
+    pub fn suits_simd_kernels(&self) -> bool {
+        self.group_size.is_multiple_of(4)
+            && self.group_size <= MAX_SIMD_GROUP
+            && self.rows_aligned_to_groups()
+    }
+
+    /// Check that every vector of `xs` was quantized for this matrix (which the SIMD kernels
+    /// rely on for the bounds of their reads).
+    ///
+    /// # Panics
+    /// If one was quantized from a vector of another length or in other groups.
+    pub fn check_quantized_input(&self, xs: &[QuantizedVector]) {
+        for x in xs {
+            assert!(
+                x.values.len() == self.cols.next_multiple_of(CHUNK)
+                    && x.scales.len() * self.group_size == self.cols,
+                "the activations were quantized for another matrix"
+            );
+        }
+    }
+
     /// Write the dequantized row `row` into `out` (`cols` values).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let start = row * self.cols;
@@ -61,6 +85,9 @@ impl Q8Matrix<'_> {
         }
     }
 }
+
+/// The largest group the SIMD kernels take: `128 * 127 * MAX_SIMD_GROUP` must fit in an `i32`.
+const MAX_SIMD_GROUP: usize = 1 << 16;
 
 /// The SIMD kernels read activations in chunks of this many bytes, so [`QuantizedVector`] pads
 /// its values with zeros to a multiple of it.
@@ -156,224 +183,4 @@ pub fn quantize_tensor(w: &[f32], group_size: usize) -> QuantizedTensor {
         }
     }
     q
-}
-
-/// The implementations of the row-aligned int8 x int8 matrix-vector product. All give
-/// bit-identical results; they differ only in speed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// 16 rows at a time with AVX-512 VNNI's byte dot products (`vpdpbusd`).
-    Avx512Vnni,
-    /// 8 rows at a time with AVX2 (`vpmaddubsw`, `vpmaddwd`).
-    Avx2,
-    /// One row at a time, written as plainly as `runq.c`'s loop: the reference.
-    Plain,
-}
-
-impl Kernel {
-    /// Every kernel, fastest first.
-    pub const ALL: [Kernel; 3] = [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Plain];
-
-    /// The fastest kernel this CPU can run.
-    pub fn best() -> Kernel {
-        Kernel::ALL
-            .into_iter()
-            .find(|k| k.is_available())
-            .unwrap_or(Kernel::Plain)
-    }
-
-    /// True if this CPU has the instructions the kernel needs.
-    pub fn is_available(self) -> bool {
-        match self {
-            Kernel::Plain => true,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => x86::has_avx512_vnni(),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => x86::has_avx2(),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-
-    /// True if the kernel can run `w`: the SIMD kernels sum bytes in fours, so a group must be
-    /// a whole number of fours, and small enough that its i32 sum cannot overflow.
-    pub fn handles(self, w: &Q8Matrix) -> bool {
-        self == Kernel::Plain
-            || (self.is_available()
-                && w.group_size.is_multiple_of(4)
-                && w.group_size <= MAX_SIMD_GROUP
-                && w.rows_aligned_to_groups())
-    }
-
-    /// `out[i * m + t] = row first_row + i of w` times `xs[t]`, for each of the `m = xs.len()`
-    /// vectors (at least one) and every row `i < out.len() / m`. `w`'s rows must be aligned to
-    /// its groups, and every `x` quantized in the same groups.
-    fn rows(self, out: &mut [f32], w: &Q8Matrix, first_row: usize, xs: &[QuantizedVector]) {
-        debug_assert!(self.handles(w) && !xs.is_empty());
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `handles` checked that the CPU has AVX-512 F, BW and VNNI.
-            Kernel::Avx512Vnni => unsafe { x86::rows_avx512_vnni(out, w, first_row, xs) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `handles` checked that the CPU has AVX2.
-            Kernel::Avx2 => unsafe { x86::rows_avx2(out, w, first_row, xs) },
-            _ => plain::rows_aligned(out, w, first_row, xs),
-        }
-    }
-}
-
-/// The largest group the SIMD kernels take: `128 * 127 * MAX_SIMD_GROUP` must fit in an `i32`.
-const MAX_SIMD_GROUP: usize = 1 << 16;
-
-/// `out = W x` for an int8 matrix: the aligned int8 path when rows start on group boundaries,
-/// the straddling-safe path otherwise. `scratch` holds the quantized `x` on the aligned path.
-pub fn matmul(out: &mut [f32], w: &Q8Matrix, x: &[f32], scratch: &mut QuantizedVector) {
-    debug_assert_eq!(out.len(), w.rows);
-    debug_assert_eq!(x.len(), w.cols);
-    if w.rows_aligned_to_groups() {
-        scratch.quantize(x, w.group_size);
-        matmul_quantized(Kernel::best(), out, w, scratch);
-    } else {
-        parallel::for_each_row_block(out, w.cols, |first_row, block| {
-            for (i, o) in block.iter_mut().enumerate() {
-                *o = plain::dot_straddling(w, first_row + i, x);
-            }
-        });
-    }
-}
-
-/// [`matmul`] for several matrices that read the same `x`, `outs[i] = ws[i] x`, in one parallel
-/// pass, with `x` quantized once when the matrices share their groups.
-pub fn matmul_each<const N: usize>(
-    outs: [&mut [f32]; N],
-    ws: [&Q8Matrix; N],
-    x: &[f32],
-    scratch: &mut QuantizedVector,
-) {
-    let Some(group_size) = ws.first().map(|w| w.group_size) else {
-        return;
-    };
-    let shared = ws
-        .iter()
-        .all(|w| w.rows_aligned_to_groups() && w.group_size == group_size);
-    if !shared {
-        for (out, w) in outs.into_iter().zip(ws) {
-            matmul(out, w, x, scratch);
-        }
-        return;
-    }
-    scratch.quantize(x, group_size);
-    let xs = std::slice::from_ref(&*scratch);
-    let kernels = ws.map(|w| kernel_for(Kernel::best(), w, xs));
-    parallel::for_each_row_block_of_each(outs, x.len(), |i, first_row, block| {
-        kernels[i].rows(block, ws[i], first_row, xs);
-    });
-}
-
-/// `out = W x` for a matrix whose rows are aligned to its groups and an `x` already quantized
-/// in the same groups, using `kernel` (or [`Kernel::Plain`] where `kernel` cannot run `w`).
-///
-/// # Panics
-/// If `x` was not quantized from a vector of `w.cols` values in `w`'s groups.
-pub fn matmul_quantized(kernel: Kernel, out: &mut [f32], w: &Q8Matrix, x: &QuantizedVector) {
-    debug_assert_eq!(out.len(), w.rows);
-    let (kernel, xs) = (
-        kernel_for(kernel, w, std::slice::from_ref(x)),
-        std::slice::from_ref(x),
-    );
-    parallel::for_each_row_block(out, w.cols, |first_row, block| {
-        kernel.rows(block, w, first_row, xs);
-    });
-}
-
-/// [`matmul_quantized`] for a batch of quantized vectors, transposed: `out_t[i * m + t]` is row
-/// `i` of `w` times `xs[t]`, for the `m = xs.len()` vectors. Each block of weight rows is read
-/// from memory once for the whole batch.
-///
-/// # Panics
-/// As [`matmul_quantized`], for any of the vectors.
-pub fn matmul_quantized_batch(
-    kernel: Kernel,
-    out_t: &mut [f32],
-    w: &Q8Matrix,
-    xs: &[QuantizedVector],
-) {
-    let m = xs.len();
-    debug_assert_eq!(out_t.len(), w.rows * m);
-    if m == 0 {
-        return;
-    }
-    let kernel = kernel_for(kernel, w, xs);
-    parallel::for_each_row_group(out_t, m, m * w.cols, |first_row, block| {
-        kernel.rows(block, w, first_row, xs);
-    });
-}
-
-/// `kernel`, or [`Kernel::Plain`] where `kernel` cannot run `w`, after checking that every
-/// vector of `xs` was quantized for `w` (which the SIMD kernels rely on).
-fn kernel_for(kernel: Kernel, w: &Q8Matrix, xs: &[QuantizedVector]) -> Kernel {
-    for x in xs {
-        assert!(
-            x.values.len() == w.cols.next_multiple_of(CHUNK)
-                && x.scales.len() * w.group_size == w.cols,
-            "the activations were quantized for another matrix"
-        );
-    }
-    if kernel.handles(w) {
-        kernel
-    } else {
-        Kernel::Plain
-    }
-}
-
-/// `out = X Wᵀ` for a batch of activation rows: `xs` is `(m, cols)`, `out` is `(m, rows)`, and
-/// each row of `out` is bit for bit what [`matmul`] gives for that row of `xs`.
-///
-/// On the aligned path the batch is quantized into `quantized` (grown to `m` vectors), each
-/// block of weight rows is read from memory once for the whole batch, and `out_t` (at least
-/// `m * rows` values) holds the result transposed before it is copied into place. Straddling
-/// groups take [`matmul`]'s path one row of `xs` at a time.
-pub fn matmul_batch(
-    out: &mut [f32],
-    w: &Q8Matrix,
-    xs: &[f32],
-    quantized: &mut Vec<QuantizedVector>,
-    out_t: &mut [f32],
-) {
-    matmul_batch_each([out], [w], xs, quantized, out_t);
-}
-
-/// [`matmul_batch`] for several matrices that read the same batch, `outs[i] = X ws[i]ᵀ`: the
-/// batch is quantized once for all of them when they share a group size.
-pub fn matmul_batch_each<const N: usize>(
-    outs: [&mut [f32]; N],
-    ws: [&Q8Matrix; N],
-    xs: &[f32],
-    quantized: &mut Vec<QuantizedVector>,
-    out_t: &mut [f32],
-) {
-    let mut quantized_for = None;
-    for (out, w) in outs.into_iter().zip(ws) {
-        let m = xs.len() / w.cols;
-        debug_assert_eq!(out.len(), m * w.rows);
-        if !w.rows_aligned_to_groups() {
-            let mut scratch = QuantizedVector::default();
-            for (o, x) in out.chunks_exact_mut(w.rows).zip(xs.chunks_exact(w.cols)) {
-                matmul(o, w, x, &mut scratch);
-            }
-            continue;
-        }
-        if quantized_for != Some(w.group_size) {
-            if quantized.len() < m {
-                quantized.resize_with(m, QuantizedVector::default);
-            }
-            for (q, x) in quantized.iter_mut().zip(xs.chunks_exact(w.cols)) {
-                q.quantize(x, w.group_size);
-            }
-            quantized_for = Some(w.group_size);
-        }
-        let out_t = &mut out_t[..m * w.rows];
-        matmul_quantized_batch(Kernel::best(), out_t, w, &quantized[..m]);
-        kernels::transpose(out, out_t, w.rows, m);
-    }
 }

@@ -28,21 +28,9 @@
 //!   at most `2 * 128 * 127 = 32512`. This needs `x != -128`, which
 //!   [`super::quantize_activation`] guarantees.
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
 
 use super::{plain, Q8Matrix, QuantizedVector, CHUNK};
-
-/// True if the CPU can run [`rows_avx512_vnni`].
-pub fn has_avx512_vnni() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni")
-}
-
-/// True if the CPU can run [`rows_avx2`].
-pub fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2")
-}
 
 /// Where a block of rows is in the matrix, and how to read the scales of its groups.
 #[derive(Clone, Copy)]
@@ -127,7 +115,7 @@ const ROWS_512: usize = 16;
 /// for all the vectors, the leftover rows plainly.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F, BW and VNNI ([`has_avx512_vnni`]). `w`'s rows must be aligned
+/// The CPU must support AVX-512 F, BW and VNNI. `w`'s rows must be aligned
 /// to groups that are a multiple of 4 values, and `xs` quantized in the same groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn rows_avx512_vnni(
@@ -415,7 +403,7 @@ const CHUNK_256: usize = 32;
 /// [`rows_avx512_vnni`] with AVX2, 8 rows at a time.
 ///
 /// # Safety
-/// The CPU must support AVX2 ([`has_avx2`]). `w`'s rows must be aligned to groups that are a
+/// The CPU must support AVX2. `w`'s rows must be aligned to groups that are a
 /// multiple of 4 values, and `xs` quantized in the same groups.
 #[target_feature(enable = "avx2")]
 pub unsafe fn rows_avx2(out: &mut [f32], w: &Q8Matrix, first_row: usize, xs: &[QuantizedVector]) {

@@ -38,12 +38,17 @@
 //! # let _ = norm_before; Ok(()) }
 //! ```
 //!
-//! This module is not the training loop (data, the `train` command, logs and saved state):
-//! it is the arithmetic that loop calls. Every operation's forward and backward pass sit side by
+//! Around the arithmetic, the training loop of `llama2 train`: [`run`] reads
+//! [`TrainOptions`] (train.py's flags, [`options`]), cuts token files into windows ([`data`]),
+//! logs, evaluates, and saves `model.bin` and the full training state ([`state`]).
+//!
+//! The arithmetic itself: every operation's forward and backward pass sit side by
 //! side in `ops`, the matrix products ([`crate::gemm`]) behind `linear`, the order of the operations
 //! in `model`. All results are the same for any number of threads: work is split over outputs,
 //! and no sum depends on which thread finishes first.
 
+pub mod checksum;
+pub mod data;
 mod dropout;
 mod init;
 mod isa;
@@ -51,7 +56,10 @@ mod linear;
 mod model;
 pub mod ops;
 mod optim;
+pub mod options;
 mod par;
+mod session;
+pub mod state;
 mod vector;
 
 pub use dropout::{Dropout, Mask};
@@ -59,6 +67,8 @@ pub use init::{init_params, standard_normal};
 pub use linear::{linear_backward, linear_forward};
 pub use model::{forward_backward, loss, Workspace};
 pub use optim::{clip_grads, grad_norm, learning_rate, AdamW, AdamWConfig, Schedule};
+pub use options::{Settings, TrainOptions};
+pub use session::{run, LogRow, Progress, RunInfo, Summary, LOG_HEADER};
 
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use super::dropout::Mask;
 use super::isa::widest;
 use super::par::{for_each_zip3, for_each_zip4};
 use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
-use crate::kernels::parallel::for_each_row_group;
+use crate::kernels::parallel::for_each_block_of_rows;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
 pub const NORM_EPS: f32 = 1e-5;
@@ -467,7 +467,7 @@ pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
 
 /// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row. `targets` must be below `V`.
 pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16], vocab: usize) {
-    for_each_row_group(losses, 1, vocab, |first_row, block| {
+    for_each_block_of_rows([losses], 1, vocab, |_, first_row, block| {
         cross_entropy_rows(block, logits, targets, vocab, first_row)
     });
 }
@@ -492,7 +492,7 @@ widest! {
 /// Turns `logits (N, V)` in place into the gradient of `scale * sum of the rows' losses`:
 /// `scale * (softmax(row) - onehot(target))`.
 pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize, scale: f32) {
-    for_each_row_group(logits, vocab, vocab, |first_row, block| {
+    for_each_block_of_rows([logits], vocab, vocab, |_, first_row, block| {
         softmax_gradient_rows(block, targets, vocab, scale, first_row)
     });
 }

@@ -1,10 +1,33 @@
 //! Helpers shared by the integration tests: paths of the bundled files and running the binary.
 #![allow(dead_code)]
 
-pub mod naive;
+pub mod xml;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+/// `llama2::reference`'s forward pass over a checkpoint, one position at a time: the oracle
+/// the fast forward pass is held to.
+pub struct Reference {
+    pub weights: llama2::reference::Weights,
+    cache: llama2::reference::KvCache,
+}
+
+impl Reference {
+    /// Parse `bytes` (any checkpoint format) with the reference reader.
+    pub fn new(bytes: &[u8]) -> Reference {
+        let weights = llama2::reference::parse(bytes).expect("the reference reads the checkpoint");
+        let cache = llama2::reference::KvCache::new(&weights.config);
+        Reference { weights, cache }
+    }
+
+    /// The logits after running `token` at `pos` (positions in order, or rewinding).
+    pub fn logits(&mut self, token: u32, pos: usize) -> Vec<f32> {
+        llama2::reference::forward(&self.weights, &mut self.cache, token, pos)
+            .expect("token and position fit the model")
+            .logits
+    }
+}
 
 /// A path inside the repository.
 pub fn repo(relative: &str) -> PathBuf {

@@ -1,26 +1,37 @@
-//! The SIMD int8 kernels against the plain ones (bit for bit), and the two roundings.
+//! The SIMD int8 kernels of every table against the plain ones (bit for bit), the threaded
+//! products built on them, and the two roundings of [`crate::quant`].
 
-use super::*;
+use super::{Isa, Kernels, MatmulScratch, Matrix};
+use crate::quant::*;
 
-/// xorshift64: deterministic test data.
-struct Rng(u64);
+/// `out = W xs` for the rows of `xs` (an int8 matrix), through the kernels `k` and threads.
+fn q8_matmul(k: &Kernels, out: &mut [f32], w: &Q8Matrix, xs: &[f32]) {
+    let m = xs.len() / w.cols;
+    let (xs_t, out_t) = MatmulScratch::lengths(m, w.cols, w.rows);
+    let mut scratch = MatmulScratch {
+        xs_t: vec![f32::NAN; xs_t],
+        out_t: vec![f32::NAN; out_t],
+        quantized: Vec::new(),
+    };
+    k.matmul_each([out], [&Matrix::Q8(*w)], xs, &mut scratch);
+}
+
+/// Deterministic test data.
+struct Rng(crate::rng::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    fn new(seed: u64) -> Rng {
+        Rng(crate::rng::Rng::new(seed))
     }
 
     /// Any `i8`, -128 included.
     fn i8(&mut self) -> i8 {
-        (self.next() >> 56) as u8 as i8
+        (self.0.next_u32() >> 24) as u8 as i8
     }
 
     /// Uniform in [-1, 1).
     fn f32(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        self.0.symmetric()
     }
 }
 
@@ -75,7 +86,7 @@ fn random_activations(rng: &mut Rng, n: usize, group_size: usize) -> Vec<f32> {
 
 fn plain_result(w: &Q8Matrix, x: &QuantizedVector) -> Vec<f32> {
     let mut out = vec![0.0; w.rows];
-    plain::rows_aligned(&mut out, w, 0, std::slice::from_ref(x));
+    plain::rows_aligned(&mut out, w, 0, core::slice::from_ref(x));
     out
 }
 
@@ -102,7 +113,7 @@ const SHAPES: &[(usize, &[usize])] = &[
 
 #[test]
 fn every_kernel_matches_plain_bit_for_bit() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     for &(cols, group_sizes) in SHAPES {
         for &gs in group_sizes {
             for rows in [1, 7, 8, 9, 15, 16, 17, 40, 100] {
@@ -110,11 +121,12 @@ fn every_kernel_matches_plain_bit_for_bit() {
                 let mut x = QuantizedVector::default();
                 x.quantize(&random_activations(&mut rng, cols, gs), gs);
                 let expected = plain_result(&w.view(), &x);
-                for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
-                    assert!(kernel.handles(&w.view()));
+                assert!(w.view().suits_simd_kernels());
+                for isa in Isa::available() {
                     let mut out = vec![f32::NAN; rows];
-                    kernel.rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
-                    let what = format!("{kernel:?} rows {rows} cols {cols} group {gs}");
+                    let kernels = Kernels::exact(isa);
+                    kernels.q8_rows(&mut out, &w.view(), 0, core::slice::from_ref(&x));
+                    let what = format!("{isa:?} rows {rows} cols {cols} group {gs}");
                     assert_same_bits(&out, &expected, &what);
                 }
             }
@@ -150,10 +162,11 @@ fn extreme_bytes_cannot_overflow_or_saturate() {
                 "{} vs {exact}",
                 expected[0]
             );
-            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            for isa in Isa::available() {
                 let mut out = vec![0.0; rows];
-                kernel.rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
-                assert_same_bits(&out, &expected, &format!("{kernel:?} weight {weight}"));
+                let kernels = Kernels::exact(isa);
+                kernels.q8_rows(&mut out, &w.view(), 0, core::slice::from_ref(&x));
+                assert_same_bits(&out, &expected, &format!("{isa:?} weight {weight}"));
             }
         }
     }
@@ -161,32 +174,24 @@ fn extreme_bytes_cannot_overflow_or_saturate() {
 
 #[test]
 fn matmul_over_threads_matches_plain_rows() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     for &(rows, cols, gs) in &[(1000, 768, 64), (515, 172, 4), (333, 288, 32), (64, 64, 2)] {
         let w = OwnedQ8::random(&mut rng, rows, cols, gs);
         let floats = random_activations(&mut rng, cols, gs);
         let mut x = QuantizedVector::default();
         x.quantize(&floats, gs);
         let expected = plain_result(&w.view(), &x);
-        let mut via_matmul = vec![0.0; rows];
-        matmul(
-            &mut via_matmul,
-            &w.view(),
-            &floats,
-            &mut QuantizedVector::default(),
-        );
-        assert_same_bits(&via_matmul, &expected, "matmul");
-        for kernel in Kernel::ALL {
+        for isa in Isa::available() {
             let mut out = vec![0.0; rows];
-            matmul_quantized(kernel, &mut out, &w.view(), &x);
-            assert_same_bits(&out, &expected, &format!("{kernel:?}"));
+            q8_matmul(&Kernels::exact(isa), &mut out, &w.view(), &floats);
+            assert_same_bits(&out, &expected, &format!("{isa:?}"));
         }
     }
 }
 
 #[test]
 fn batches_give_each_vector_what_it_gets_alone() {
-    let mut rng = Rng(0xba7c4);
+    let mut rng = Rng::new(0xba7c4);
     for &(rows, cols, gs) in &[(40, 768, 64), (17, 96, 48), (300, 64, 8), (9, 172, 4)] {
         let w = OwnedQ8::random(&mut rng, rows, cols, gs);
         for m in [1, 2, 3, 17] {
@@ -202,10 +207,10 @@ fn batches_give_each_vector_what_it_gets_alone() {
                 })
                 .collect();
             let alone: Vec<Vec<f32>> = xs.iter().map(|x| plain_result(&w.view(), x)).collect();
-            for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
-                let what = format!("{kernel:?} rows {rows} cols {cols} group {gs} batch {m}");
+            for isa in Isa::available() {
+                let what = format!("{isa:?} rows {rows} cols {cols} group {gs} batch {m}");
                 let mut out_t = vec![f32::NAN; rows * m];
-                matmul_quantized_batch(kernel, &mut out_t, &w.view(), &xs);
+                Kernels::exact(isa).q8_rows(&mut out_t, &w.view(), 0, &xs);
                 for (t, expected) in alone.iter().enumerate() {
                     let column: Vec<f32> = (0..rows).map(|i| out_t[i * m + t]).collect();
                     assert_same_bits(&column, expected, &what);
@@ -213,8 +218,7 @@ fn batches_give_each_vector_what_it_gets_alone() {
             }
             // The whole path: quantizing the batch, and putting the result in place.
             let mut out = vec![f32::NAN; m * rows];
-            let mut scratch = vec![0.0; m * rows];
-            matmul_batch(&mut out, &w.view(), &floats, &mut Vec::new(), &mut scratch);
+            q8_matmul(&Kernels::detect(), &mut out, &w.view(), &floats);
             for (row, expected) in out.chunks_exact(rows).zip(&alone) {
                 assert_same_bits(row, expected, &format!("matmul_batch batch {m}"));
             }
@@ -224,12 +228,17 @@ fn batches_give_each_vector_what_it_gets_alone() {
 
 #[test]
 fn groups_of_other_sizes_fall_back_to_plain() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let w = OwnedQ8::random(&mut rng, 20, 66, 6);
-    assert!(w.view().rows_aligned_to_groups());
-    assert!(Kernel::ALL
-        .iter()
-        .all(|k| k.handles(&w.view()) == (*k == Kernel::Plain)));
+    assert!(w.view().rows_aligned_to_groups() && !w.view().suits_simd_kernels());
+    let mut x = QuantizedVector::default();
+    x.quantize(&random_activations(&mut rng, 66, 6), 6);
+    let expected = plain_result(&w.view(), &x);
+    for isa in Isa::available() {
+        let mut out = vec![f32::NAN; 20];
+        Kernels::exact(isa).q8_rows(&mut out, &w.view(), 0, core::slice::from_ref(&x));
+        assert_same_bits(&out, &expected, &format!("{isa:?}"));
+    }
 }
 
 /// Row `row` of `w` dequantized, times `x`, in f64.
@@ -245,7 +254,7 @@ fn dequantized_dot(w: &Q8Matrix, row: usize, x: &[f32]) -> f64 {
 
 #[test]
 fn straddling_groups_give_float_maths_on_dequantized_weights() {
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     // hidden_dim 172 with groups of 8 (stories260K-q8.bin's w2): rows start mid-group.
     for &(rows, cols, gs) in &[(64, 172, 8), (10, 30, 12), (5, 7, 3), (3, 5, 16)] {
         let w = OwnedQ8::random(&mut rng, rows, cols, gs.min(rows * cols));
@@ -258,7 +267,7 @@ fn straddling_groups_give_float_maths_on_dequantized_weights() {
         assert!(!w.view().rows_aligned_to_groups() || rows * cols < gs);
         let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
         let mut out = vec![0.0; rows];
-        matmul(&mut out, &w.view(), &x, &mut QuantizedVector::default());
+        q8_matmul(&Kernels::detect(), &mut out, &w.view(), &x);
         for (row, &o) in out.iter().enumerate() {
             let reference = dequantized_dot(&w.view(), row, &x);
             assert!(
@@ -299,7 +308,7 @@ fn weights_round_half_to_even_like_torch() {
 
 #[test]
 fn quantized_tensors_dequantize_within_half_a_step() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let w: Vec<f32> = (0..64 * 48).map(|_| rng.f32() * 3.0).collect();
     let q = quantize_tensor(&w, 16);
     let mut worst = 0.0f32;
