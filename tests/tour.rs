@@ -90,7 +90,9 @@ fn problems(doc: &str, root: &Path) -> (Vec<String>, usize) {
             }
         };
         if function.is_some() && !(file.starts_with("src/") && file.ends_with(".rs")) {
-            problems.push(format!("{target}: a function link must point into src/*.rs"));
+            problems.push(format!(
+                "{target}: a function link must point into src/*.rs"
+            ));
             continue;
         }
         functions += usize::from(function.is_some());
@@ -135,7 +137,10 @@ fn every_function_the_tour_names_exists() {
         problems.join("\n")
     );
     // The tour points at the code all the way through; an extraction finding little is broken.
-    assert!(functions >= 80, "only {functions} functions found in {TOUR}");
+    assert!(
+        functions >= 80,
+        "only {functions} functions found in {TOUR}"
+    );
 }
 
 #[test]
@@ -166,4 +171,61 @@ fn wrong_names_are_caught() {
     ];
     assert_eq!(problems, expected);
     assert_eq!(functions, 7);
+}
+
+/// The last cell of the table row of `doc` whose second cell starts with `` `symbol` ``, as a
+/// number (commas allowed, bold allowed).
+fn table_value(doc: &str, symbol: &str) -> usize {
+    let row = doc
+        .lines()
+        .find(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            cells.len() > 3 && cells[2].starts_with(&format!("`{symbol}"))
+        })
+        .unwrap_or_else(|| panic!("no row for `{symbol}` in {TOUR}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let number: String = cells[cells.len() - 2]
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    number.parse().unwrap()
+}
+
+#[test]
+fn the_shapes_are_those_of_stories15m() {
+    let doc = fs::read_to_string(root().join(TOUR)).unwrap();
+    let config = llama2::Config {
+        dim: table_value(&doc, "dim"),
+        hidden_dim: table_value(&doc, "hidden_dim"),
+        n_layers: table_value(&doc, "n_layers"),
+        n_heads: table_value(&doc, "n_heads"),
+        n_kv_heads: table_value(&doc, "n_kv_heads"),
+        vocab_size: table_value(&doc, "vocab_size"),
+        seq_len: table_value(&doc, "seq_len"),
+        shared_classifier: true,
+    };
+    // llama2.c's README: stories15M is dim 288, 6 layers, 6 heads, 6 kv heads, context 256.
+    let c = &config;
+    let stated = (c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.seq_len);
+    assert_eq!(stated, (288, 6, 6, 6, 256));
+    assert_eq!(table_value(&doc, "head_size"), config.head_dim());
+    assert_eq!(table_value(&doc, "kv_dim"), config.kv_dim());
+    let tensors = llama2::params::tensor_table(&config).unwrap();
+    let parameters: usize = tensors.iter().map(|t| t.len()).sum();
+    assert!(doc.contains(&format!("**{}**", with_commas(parameters))));
+    let kv_bytes = 2 * config.n_layers * config.kv_dim() * 4;
+    assert!(doc.contains(&format!("{} bytes per position", with_commas(kv_bytes))));
+}
+
+/// `15191712` as `15,191,712`.
+fn with_commas(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
