@@ -51,6 +51,8 @@
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
+#[doc(hidden)]
+pub mod fast;
 pub mod generate;
 #[doc(hidden)]
 pub mod kernels;
