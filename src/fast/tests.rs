@@ -389,18 +389,29 @@ fn the_tuner_returns_one_of_its_candidates() {
     let candidates = tune::candidates(None);
     assert!(!candidates.is_empty());
     let budget = std::time::Duration::from_millis(5);
-    let chosen = tune::plan_f32(&candidates, &w, cols, budget);
+    let chosen = tune::plan_f32(&candidates, &w, cols, tune::Residency::Memory, budget);
     assert!(candidates.contains(&chosen), "{chosen:?}");
     assert!(chosen.isa.is_supported());
 
     let case = Q8Case::new(&mut rng, rows, cols, 32);
-    let chosen = tune::plan_q8(&candidates, &case.wq, &case.ws, cols, 32, budget);
+    let chosen = tune::plan_q8(
+        &candidates,
+        &case.wq,
+        &case.ws,
+        cols,
+        32,
+        tune::Residency::Cache,
+        budget,
+    );
     assert!(candidates.contains(&chosen), "{chosen:?}");
 
     // Restricted to one instruction set, it picks a kernel of that set.
     for isa in Isa::available() {
         let only = tune::candidates(Some(isa));
         assert!(only.iter().all(|k| k.isa == isa));
-        assert_eq!(tune::plan_f32(&only, &w, cols, budget).isa, isa);
+        assert_eq!(
+            tune::plan_f32(&only, &w, cols, tune::Residency::Cache, budget).isa,
+            isa
+        );
     }
 }
