@@ -263,11 +263,11 @@ impl Pools {
     }
 }
 
-/// Read bandwidth: `threads` threads sum disjoint parts of `data`, best of five passes, GB/s.
-fn read_bandwidth(data: &[f32], threads: usize) -> f64 {
+/// Read bandwidth: `threads` threads sum disjoint parts of `data`, best of `passes`, GB/s.
+fn read_bandwidth(data: &[f32], threads: usize, passes: usize) -> f64 {
     let part = data.len().div_ceil(threads);
     let mut best = 0.0f64;
-    for _ in 0..5 {
+    for _ in 0..passes {
         let start = Instant::now();
         let total: f32 = std::thread::scope(|scope| {
             let workers: Vec<_> = data
@@ -333,8 +333,8 @@ fn main() {
     );
     let pool = Pool::new();
     let bw = [
-        read_bandwidth(&pool.floats, 1),
-        read_bandwidth(&pool.floats, 2),
+        read_bandwidth(&pool.floats, 1, 5),
+        read_bandwidth(&pool.floats, 2, 5),
     ];
     println!(
         "read bandwidth ({} MiB, best of 5): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s\n",
@@ -346,8 +346,8 @@ fn main() {
     let kinds = [Kind::F32, Kind::Q8(32), Kind::Q8(64)];
     // Weights-only decode estimate: seconds per token, summed over the matrices.
     let mut per_token = vec![[0.0f64; 3]; kinds.len() * SHAPES.len()];
-    println!("| weights | model | matrix | kernel (tuned) | tune ms | 1 thr cold | 2 thr cold | % of bw | 1 thr warm | 2 thr warm |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| weights | model | matrix | kernel (tuned) | tune ms | 1 thr cold | 2 thr cold | bw now | % of bw | 1 thr warm | 2 thr warm |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (ki, &kind) in kinds.iter().enumerate() {
         for (si, shape) in SHAPES.iter().enumerate() {
             if let Kind::Q8(g) = kind {
@@ -364,22 +364,25 @@ fn main() {
                 }
                 let product = Product::new(&pool, kind, rows, cols);
                 let copies = product.copies();
+                // The machine's bandwidth right before, as other programs may be using it.
+                let bw_now = read_bandwidth(&pool.floats, 2, 3);
                 let cold = [1, 2].map(|t| product.gbps(kernel, t, copies, &pools));
                 let warm = [1, 2].map(|t| product.gbps(kernel, t, 1, &pools));
                 let bytes = kind.bytes(rows, cols) as f64 * count as f64;
                 let entry = &mut per_token[ki * SHAPES.len() + si];
                 entry[0] += bytes;
                 entry[1] += bytes / (cold[1] * 1e9);
-                entry[2] += bytes / (bw[1] * 1e9);
+                entry[2] += bytes / (bw_now * 1e9);
                 println!(
-                    "| {} | {} | {name} ({rows}x{cols}) | {} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.1} | {:.1} |",
+                    "| {} | {} | {name} ({rows}x{cols}) | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.1} | {:.1} |",
                     kind.name(),
                     shape.name,
                     kernel_name(kernel),
                     took.as_secs_f64() * 1e3,
                     cold[0],
                     cold[1],
-                    100.0 * cold[1] / bw[1],
+                    bw_now,
+                    100.0 * cold[1] / bw_now,
                     warm[0],
                     warm[1],
                 );
