@@ -136,12 +136,16 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// A reasonable kernel for `isa` without measuring: two rows at a time, prefetch 4 KiB
-    /// ahead.
+    /// A reasonable kernel for `isa` without measuring: four rows at a time on AVX-512, two on
+    /// AVX2, prefetching 4 KiB ahead.
     pub fn new(isa: Isa) -> Kernel {
         Kernel {
             isa,
-            rows: if isa == Isa::Portable { 1 } else { 2 },
+            rows: match isa {
+                Isa::Portable => 1,
+                Isa::Avx2 => 2,
+                Isa::Avx512 => 4,
+            },
             prefetch: if isa == Isa::Portable { 0 } else { 4096 },
         }
     }

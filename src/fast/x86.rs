@@ -331,6 +331,43 @@ unsafe fn f32_block_avx512<const R: usize, const PF: bool>(
 // Int8 matrix-vector product
 // ---------------------------------------------------------------------------------------------
 
+/// Run `$body` for every 64-byte chunk of a row, with `$c` its first byte, `$g0` and `$g1` the
+/// groups of its two 32-byte halves, and `$whole` false for a last chunk of one half. Groups of
+/// whole chunks and of 32 bytes are walked without dividing; others step a [`GroupWalk`].
+macro_rules! for_each_chunk {
+    ($group:expr, $groups:expr, |$c:ident, $g0:ident, $g1:ident, $whole:ident| $body:block) => {{
+        let (group, groups): (usize, usize) = ($group, $groups);
+        if group.is_multiple_of(64) {
+            let chunks_per_group = group / 64;
+            for g in 0..groups {
+                for k in 0..chunks_per_group {
+                    let ($c, $g0, $g1, $whole) = (64 * (g * chunks_per_group + k), g, g, true);
+                    $body
+                }
+            }
+        } else if group == 32 {
+            for pair in 0..groups / 2 {
+                let ($c, $g0, $g1, $whole) = (64 * pair, 2 * pair, 2 * pair + 1, true);
+                $body
+            }
+            if groups % 2 == 1 {
+                let last = groups - 1;
+                let ($c, $g0, $g1, $whole) = (32 * last, last, last, false);
+                $body
+            }
+        } else {
+            let cols = group * groups;
+            let mut walk = GroupWalk::new(group);
+            for $c in (0..cols).step_by(64) {
+                let $whole = $c + 64 <= cols;
+                let $g0 = walk.next();
+                let $g1 = if $whole { walk.next() } else { $g0 };
+                $body
+            }
+        }
+    }};
+}
+
 /// Which group each 32-byte half of a row belongs to, half after half.
 #[derive(Clone, Copy)]
 struct GroupWalk {
@@ -440,7 +477,8 @@ unsafe fn q8_rows_avx2<const R: usize, const PF: bool>(
     }
 }
 
-/// `R` int8 rows starting at `w` (scales at `s`), 16 lanes each in two registers.
+/// `R` int8 rows starting at `w` (scales at `s`), 16 lanes each in two registers, one per
+/// 32-byte half of a chunk.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn q8_block_avx2<const R: usize, const PF: bool>(
@@ -455,17 +493,13 @@ unsafe fn q8_block_avx2<const R: usize, const PF: bool>(
     let (cols, groups) = (xs.len() * group, xs.len());
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let mut walk = GroupWalk::new(group);
-    let mut c = 0;
-    // SAFETY (whole loop): reads stay within columns 0..cols of the rows and of `xq`, groups
-    // within 0..groups; prefetches only hint.
-    while c < cols {
-        // A 64-byte chunk is two halves, lanes 0..8 and 8..16; the last chunk may be one half.
-        let halves = if c + 64 <= cols { 2 } else { 1 };
-        for h in 0..halves {
-            let g = walk.next();
+    for_each_chunk!(group, groups, |c, g0, g1, whole| {
+        let halves = if whole { 2 } else { 1 };
+        for (h, g) in [g0, g1].into_iter().enumerate().take(halves) {
+            // SAFETY: the half's bytes c + 32h.. + 32 <= cols lie inside the rows and `xq`,
+            // and g < groups; prefetches only hint.
             let xv = unsafe { _mm256_loadu_si256(xq.as_ptr().add(c + 32 * h) as *const __m256i) };
-            let xs_g = unsafe { *xs.get_unchecked(g) };
+            let x_scale = _mm256_set1_ps(unsafe { *xs.get_unchecked(g) });
             for (r, acc) in acc.iter_mut().enumerate() {
                 let p = unsafe { w.add(r * cols + c + 32 * h) };
                 if PF && h == 0 {
@@ -474,12 +508,12 @@ unsafe fn q8_block_avx2<const R: usize, const PF: bool>(
                 let wv = unsafe { _mm256_loadu_si256(p as *const __m256i) };
                 let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
                 let quads = _mm256_madd_epi16(pairs, ones);
-                let scale = unsafe { *s.add(r * groups + g) } * xs_g;
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), _mm256_set1_ps(scale), acc[h]);
+                let w_scale = _mm256_set1_ps(unsafe { *s.add(r * groups + g) });
+                let scale = _mm256_mul_ps(w_scale, x_scale);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc[h]);
             }
         }
-        c += 64;
-    }
+    });
     for (o, a) in out.iter_mut().zip(acc) {
         *o = reduce8(_mm256_add_ps(a[0], a[1]));
     }
@@ -513,7 +547,9 @@ unsafe fn q8_rows_avx512<const R: usize, const PF: bool>(
     }
 }
 
-/// `R` int8 rows starting at `w` (scales at `s`), 16 lanes each in one register.
+/// `R` int8 rows starting at `w` (scales at `s`), 16 lanes each in one register: a 64-byte
+/// chunk at a time, its two 32-byte halves in groups `g0` and `g1` (the same group when groups
+/// are a whole number of chunks).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn q8_block_avx512<const R: usize, const PF: bool>(
@@ -526,44 +562,87 @@ unsafe fn q8_block_avx512<const R: usize, const PF: bool>(
     prefetch: usize,
 ) {
     let (cols, groups) = (xs.len() * group, xs.len());
-    let flip = _mm512_set1_epi8(-128);
-    let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); R];
-    let mut walk = GroupWalk::new(group);
-    let mut c = 0;
-    // SAFETY (whole loop): reads stay within columns 0..cols of the rows and of `xq` (the last
-    // chunk may be a masked half), groups within 0..groups; prefetches only hint.
-    while c < cols {
-        let whole = c + 64 <= cols;
-        let bytes: __mmask64 = if whole { !0 } else { 0xFFFF_FFFF };
-        let lanes: __mmask16 = if whole { 0xFFFF } else { 0x00FF };
-        let xv = unsafe { _mm512_maskz_loadu_epi8(bytes, xq.as_ptr().add(c)) };
-        // Each quad's sum starts at -128 * (its x's sum), undoing the flipped weights' +128.
-        let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
-        let g0 = walk.next();
-        let g1 = if whole { walk.next() } else { g0 };
-        let (xs0, xs1) = unsafe { (*xs.get_unchecked(g0), *xs.get_unchecked(g1)) };
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let p = unsafe { w.add(r * cols + c) };
-            if PF {
-                fetch_line(p.wrapping_add(prefetch));
-            }
-            let wv = unsafe { _mm512_maskz_loadu_epi8(bytes, p) };
-            let quads = _mm512_dpbusd_epi32(start, _mm512_xor_si512(wv, flip), xv);
-            let row_scales = unsafe { s.add(r * groups) };
-            let s0 = unsafe { *row_scales.add(g0) } * xs0;
-            let scale = if g1 == g0 {
-                _mm512_set1_ps(s0)
-            } else {
-                let s1 = unsafe { *row_scales.add(g1) } * xs1;
-                _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1))
-            };
-            *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(quads), scale, *acc, lanes);
-        }
-        c += 64;
-    }
+    let rows = Rows {
+        w,
+        s,
+        xq,
+        xs,
+        cols,
+        groups,
+        prefetch,
+    };
+    for_each_chunk!(group, groups, |c, g0, g1, whole| {
+        // SAFETY: the chunk lies inside the rows and `xq`, and g1 < groups.
+        unsafe { q8_chunk_avx512::<R, PF>(&mut acc, &rows, c, g0, g1, whole) };
+    });
     for (o, a) in out.iter_mut().zip(acc) {
         *o = reduce16(a);
+    }
+}
+
+/// A block of int8 rows and the vector they multiply.
+struct Rows<'a> {
+    w: *const i8,
+    s: *const f32,
+    xq: &'a [i8],
+    xs: &'a [f32],
+    cols: usize,
+    groups: usize,
+    prefetch: usize,
+}
+
+/// Add the chunk of bytes `c..c + 64` (`c..c + 32` unless `whole`) of each of `R` rows into
+/// their lanes; its halves are in groups `g0` and `g1` (`g1` is `g0` or `g0 + 1`).
+///
+/// # Safety
+/// The CPU must have the instructions; the chunk must lie inside the rows and `xq`, and
+/// `g1 < groups`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn q8_chunk_avx512<const R: usize, const PF: bool>(
+    acc: &mut [__m512; R],
+    rows: &Rows,
+    c: usize,
+    g0: usize,
+    g1: usize,
+    whole: bool,
+) {
+    let flip = _mm512_set1_epi8(-128);
+    let zero = _mm512_setzero_si512();
+    let bytes: __mmask64 = if whole { !0 } else { 0xFFFF_FFFF };
+    let lanes: __mmask16 = if whole { 0xFFFF } else { 0x00FF };
+    // SAFETY: the caller's promises cover every read; prefetches only hint.
+    let xv = unsafe { _mm512_maskz_loadu_epi8(bytes, rows.xq.as_ptr().add(c)) };
+    // Each quad's sum starts at -128 * (its x's sum), undoing the flipped weights' +128.
+    let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
+    let two_groups = g1 != g0;
+    let halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let x_scales = unsafe {
+        let s0 = _mm512_set1_ps(*rows.xs.get_unchecked(g0));
+        _mm512_mask_blend_ps(0xFF00, s0, _mm512_set1_ps(*rows.xs.get_unchecked(g1)))
+    };
+    for (r, acc) in acc.iter_mut().enumerate() {
+        let p = unsafe { rows.w.add(r * rows.cols + c) };
+        if PF {
+            fetch_line(p.wrapping_add(rows.prefetch));
+        }
+        let wv = if whole {
+            unsafe { _mm512_loadu_si512(p as *const __m512i) }
+        } else {
+            unsafe { _mm512_maskz_loadu_epi8(bytes, p) }
+        };
+        let quads = _mm512_dpbusd_epi32(start, _mm512_xor_si512(wv, flip), xv);
+        // This row's scales of g0 (and g1, the next float) in the lanes of their halves.
+        let row_scale = unsafe { rows.s.add(r * rows.groups + g0) };
+        let w_scales = if two_groups {
+            let pair = unsafe { _mm_castpd_ps(_mm_load_sd(row_scale as *const f64)) };
+            _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(pair))
+        } else {
+            _mm512_set1_ps(unsafe { *row_scale })
+        };
+        let scale = _mm512_mul_ps(w_scales, x_scales);
+        *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(quads), scale, *acc, lanes);
     }
 }
 
