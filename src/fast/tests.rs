@@ -193,6 +193,7 @@ fn q8_rows_are_within_the_bound_of_exact_group_sums() {
         (384, 128),
         (96, 96),
         (40, 8),
+        (288, 48),
     ] {
         let case = Q8Case::new(&mut rng, 11, cols, group);
         let out = case.run(Kernel::new(Isa::Portable));
@@ -240,6 +241,14 @@ fn q8_kernels_agree_bit_for_bit() {
         (384, 128),
         (480, 96),
         (1376, 32),
+        // Groups of 16 and 48 (stories15M's rows of 288): quarters of a chunk in different
+        // groups, and last chunks of one, two and three quarters.
+        (288, 48),
+        (144, 48),
+        (336, 48),
+        (16, 16),
+        (112, 16),
+        (240, 80),
     ] {
         let case = Q8Case::new(&mut rng, 19, cols, group);
         let reference = case.run(Kernel::new(Isa::Portable));

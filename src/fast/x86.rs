@@ -357,7 +357,7 @@ macro_rules! for_each_chunk {
             }
         } else {
             let cols = group * groups;
-            let mut walk = GroupWalk::new(group);
+            let mut walk = GroupWalk::new(32, group);
             for $c in (0..cols).step_by(64) {
                 let $whole = $c + 64 <= cols;
                 let $g0 = walk.next();
@@ -368,30 +368,31 @@ macro_rules! for_each_chunk {
     }};
 }
 
-/// Which group each 32-byte half of a row belongs to, half after half.
+/// Which group each piece of `unit` bytes (32: halves, 16: quarters of a chunk) of a row
+/// belongs to, piece after piece.
 #[derive(Clone, Copy)]
 struct GroupWalk {
-    halves_per_group: usize,
+    units_per_group: usize,
     group: usize,
-    half_in_group: usize,
+    unit_in_group: usize,
 }
 
 impl GroupWalk {
-    fn new(group_size: usize) -> GroupWalk {
+    fn new(unit: usize, group_size: usize) -> GroupWalk {
         GroupWalk {
-            halves_per_group: group_size / 32,
+            units_per_group: group_size / unit,
             group: 0,
-            half_in_group: 0,
+            unit_in_group: 0,
         }
     }
 
-    /// The group of the current half; then step to the next half.
+    /// The group of the current piece; then step to the next piece.
     #[inline(always)]
     fn next(&mut self) -> usize {
         let g = self.group;
-        self.half_in_group += 1;
-        if self.half_in_group == self.halves_per_group {
-            self.half_in_group = 0;
+        self.unit_in_group += 1;
+        if self.unit_in_group == self.units_per_group {
+            self.unit_in_group = 0;
             self.group += 1;
         }
         g
@@ -401,7 +402,7 @@ impl GroupWalk {
 /// [`super::matvec_q8`] on AVX2.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `group` a multiple of 32; `wq` holds `out.len()` rows of
+/// The CPU must have AVX2 and FMA; `group` a multiple of 16; `wq` holds `out.len()` rows of
 /// `cols = xs.len() * group` values, `ws` their `xs.len()` scales each, `xq` at least `cols`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -490,9 +491,37 @@ unsafe fn q8_block_avx2<const R: usize, const PF: bool>(
     group: usize,
     prefetch: usize,
 ) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    if !group.is_multiple_of(32) {
+        // SAFETY: the caller's promises, passed on.
+        unsafe { q8_quarters_avx2::<R, PF>(&mut acc, w, s, xq, xs, group, prefetch) };
+    } else {
+        // SAFETY: as above.
+        unsafe { q8_halves_avx2::<R, PF>(&mut acc, w, s, xq, xs, group, prefetch) };
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = reduce8(_mm256_add_ps(a[0], a[1]));
+    }
+}
+
+/// [`q8_block_avx2`]'s sums for groups of a multiple of 32 bytes: each 32-byte half of a
+/// chunk in one group.
+///
+/// # Safety
+/// As [`matvec_q8_avx2`], with `group` a multiple of 32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_halves_avx2<const R: usize, const PF: bool>(
+    acc: &mut [[__m256; 2]; R],
+    w: *const i8,
+    s: *const f32,
+    xq: &[i8],
+    xs: &[f32],
+    group: usize,
+    prefetch: usize,
+) {
     let (cols, groups) = (xs.len() * group, xs.len());
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for_each_chunk!(group, groups, |c, g0, g1, whole| {
         let halves = if whole { 2 } else { 1 };
         for (h, g) in [g0, g1].into_iter().enumerate().take(halves) {
@@ -514,8 +543,70 @@ unsafe fn q8_block_avx2<const R: usize, const PF: bool>(
             }
         }
     });
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = reduce8(_mm256_add_ps(a[0], a[1]));
+}
+
+/// [`q8_block_avx2`]'s sums for groups of a multiple of 16 bytes but not of 32: a 32-byte half
+/// may span two groups, one per 16-byte quarter (lanes 0..4 and 4..8).
+///
+/// # Safety
+/// As [`matvec_q8_avx2`], with `group` a multiple of 16.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_quarters_avx2<const R: usize, const PF: bool>(
+    acc: &mut [[__m256; 2]; R],
+    w: *const i8,
+    s: *const f32,
+    xq: &[i8],
+    xs: &[f32],
+    group: usize,
+    prefetch: usize,
+) {
+    let (cols, groups) = (xs.len() * group, xs.len());
+    let ones = _mm256_set1_epi16(1);
+    let second_quarter = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    let mut walk = GroupWalk::new(16, group);
+    for c in (0..cols).step_by(32) {
+        let h = (c / 32) % 2;
+        let both = c + 32 <= cols;
+        let ga = walk.next();
+        let gb = if both { walk.next() } else { ga };
+        // Lanes of a missing second quarter keep their sums.
+        let keep = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1));
+        // SAFETY: bytes c..c+32 (c..c+16 unless `both`) lie inside the rows and `xq`, and
+        // ga, gb < groups, gb = ga + 1 when they differ; prefetches only hint.
+        let load = |p: *const i8| unsafe {
+            if both {
+                _mm256_loadu_si256(p as *const __m256i)
+            } else {
+                _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i))
+            }
+        };
+        let scales = |p: *const f32| unsafe {
+            if gb == ga {
+                _mm256_set1_ps(*p)
+            } else {
+                let pair = _mm_castpd_ps(_mm_load_sd(p as *const f64));
+                _mm256_permutevar8x32_ps(_mm256_castps128_ps256(pair), second_quarter)
+            }
+        };
+        let xv = load(unsafe { xq.as_ptr().add(c) });
+        let x_scales = scales(unsafe { xs.as_ptr().add(ga) });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let p = unsafe { w.add(r * cols + c) };
+            if PF && h == 0 {
+                fetch_line(p.wrapping_add(prefetch));
+            }
+            let wv = load(p);
+            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+            let quads = _mm256_madd_epi16(pairs, ones);
+            let scale = _mm256_mul_ps(scales(unsafe { s.add(r * groups + ga) }), x_scales);
+            let sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc[h]);
+            acc[h] = if both {
+                sum
+            } else {
+                _mm256_blendv_ps(sum, acc[h], keep)
+            };
+        }
     }
 }
 
@@ -572,12 +663,69 @@ unsafe fn q8_block_avx512<const R: usize, const PF: bool>(
         groups,
         prefetch,
     };
-    for_each_chunk!(group, groups, |c, g0, g1, whole| {
-        // SAFETY: the chunk lies inside the rows and `xq`, and g1 < groups.
-        unsafe { q8_chunk_avx512::<R, PF>(&mut acc, &rows, c, g0, g1, whole) };
-    });
+    if !group.is_multiple_of(32) {
+        // SAFETY: the caller's promises, passed on.
+        unsafe { q8_quarters_avx512::<R, PF>(&mut acc, &rows) };
+    } else {
+        for_each_chunk!(group, groups, |c, g0, g1, whole| {
+            // SAFETY: the chunk lies inside the rows and `xq`, and g1 < groups.
+            unsafe { q8_chunk_avx512::<R, PF>(&mut acc, &rows, c, g0, g1, whole) };
+        });
+    }
     for (o, a) in out.iter_mut().zip(acc) {
         *o = reduce16(a);
+    }
+}
+
+/// [`q8_block_avx512`]'s sums for groups of a multiple of 16 bytes but not of 32: each
+/// 16-byte quarter of a chunk (lanes `4q..4q + 4`) is in one group, up to four of them.
+///
+/// # Safety
+/// As [`matvec_q8_avx512`], with the group size a multiple of 16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn q8_quarters_avx512<const R: usize, const PF: bool>(acc: &mut [__m512; R], rows: &Rows) {
+    let flip = _mm512_set1_epi8(-128);
+    let zero = _mm512_setzero_si512();
+    let group = rows.cols / rows.groups;
+    let mut walk = GroupWalk::new(16, group);
+    for c in (0..rows.cols).step_by(64) {
+        let quarters = ((rows.cols - c) / 16).min(4);
+        let bytes: __mmask64 = if quarters == 4 {
+            !0
+        } else {
+            (1u64 << (16 * quarters)) - 1
+        };
+        let lanes = ((1u32 << (4 * quarters)) - 1) as __mmask16;
+        // Lane l reads scale number (group of its quarter - g0) of those from g0 on.
+        let mut index = [0i32; 16];
+        let g0 = walk.next();
+        let mut last = g0;
+        for q in 1..quarters {
+            last = walk.next();
+            index[4 * q..4 * q + 4].fill((last - g0) as i32);
+        }
+        // SAFETY: `index` holds 16 values; the chunk's bytes lie inside the rows and `xq`, and
+        // groups g0..=last inside every row's scales; prefetches only hint.
+        let index = unsafe { _mm512_loadu_si512(index.as_ptr() as *const __m512i) };
+        let spread = |p: *const f32| unsafe {
+            let loaded = _mm_maskz_loadu_ps(((1u32 << (last - g0 + 1)) - 1) as __mmask8, p);
+            _mm512_permutexvar_ps(index, _mm512_castps128_ps512(loaded))
+        };
+        let xv = unsafe { _mm512_maskz_loadu_epi8(bytes, rows.xq.as_ptr().add(c)) };
+        let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
+        let x_scales = spread(unsafe { rows.xs.as_ptr().add(g0) });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let p = unsafe { rows.w.add(r * rows.cols + c) };
+            if PF {
+                fetch_line(p.wrapping_add(rows.prefetch));
+            }
+            let wv = unsafe { _mm512_maskz_loadu_epi8(bytes, p) };
+            let quads = _mm512_dpbusd_epi32(start, _mm512_xor_si512(wv, flip), xv);
+            let w_scales = spread(unsafe { rows.s.add(r * rows.groups + g0) });
+            let scale = _mm512_mul_ps(w_scales, x_scales);
+            *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(quads), scale, *acc, lanes);
+        }
     }
 }
 
