@@ -5,7 +5,7 @@
 //! than memory delivers the matrix. This program measures that ceiling (a parallel sum over a
 //! buffer far larger than the caches), then each kernel's speed in GB/s of weights read:
 //!
-//! * **f32**, **int8 groups of 32** and **int8 groups of 64** (bytes: one per value plus a
+//! * **f32**, **int8 groups of 32, 48 and 64** (bytes: one per value plus a
 //!   float per group);
 //! * each model's four matrix shapes: `dim x dim` (wq, wk, wv, wo), `hidden x dim` (w1, w3),
 //!   `dim x hidden` (w2) and `vocab x dim` (the classifier);
@@ -343,7 +343,7 @@ fn main() {
         bw[1]
     );
 
-    let kinds = [Kind::F32, Kind::Q8(32), Kind::Q8(64)];
+    let kinds = [Kind::F32, Kind::Q8(32), Kind::Q8(48), Kind::Q8(64)];
     // Weights-only decode estimate: seconds per token, summed over the matrices.
     let mut per_token = vec![[0.0f64; 3]; kinds.len() * SHAPES.len()];
     println!("| weights | model | matrix | kernel (tuned) | tune ms | 1 thr cold | 2 thr cold | bw now | % of bw | 1 thr warm | 2 thr warm |");
