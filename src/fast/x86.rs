@@ -224,6 +224,41 @@ unsafe fn f32_block_avx2<const R: usize, const PF: bool>(
     }
 }
 
+/// 32 bytes at `p`, or 16 and zeros unless `both` quarters are there.
+///
+/// # Safety
+/// The bytes read must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_half(p: *const i8, both: bool) -> __m256i {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if both {
+            _mm256_loadu_si256(p as *const __m256i)
+        } else {
+            _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
+}
+
+/// The scale at `p` in all 8 lanes, or if `two`, it in lanes 0..4 and the next in 4..8.
+///
+/// # Safety
+/// `p` (and `p + 1` if `two`) must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quarter_scales(p: *const f32, two: bool, second_quarter: __m256i) -> __m256 {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if two {
+            let pair = _mm_castpd_ps(_mm_load_sd(p as *const f64));
+            _mm256_permutevar8x32_ps(_mm256_castps128_ps256(pair), second_quarter)
+        } else {
+            _mm256_set1_ps(*p)
+        }
+    }
+}
+
 /// All rows, `R` at a time, the last few one at a time.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn f32_rows_avx512<const R: usize, const PF: bool>(
@@ -565,47 +600,40 @@ unsafe fn q8_quarters_avx2<const R: usize, const PF: bool>(
     let ones = _mm256_set1_epi16(1);
     let second_quarter = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     let mut walk = GroupWalk::new(16, group);
-    for c in (0..cols).step_by(32) {
-        let h = (c / 32) % 2;
-        let both = c + 32 <= cols;
-        let ga = walk.next();
-        let gb = if both { walk.next() } else { ga };
-        // Lanes of a missing second quarter keep their sums.
-        let keep = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1));
-        // SAFETY: bytes c..c+32 (c..c+16 unless `both`) lie inside the rows and `xq`, and
-        // ga, gb < groups, gb = ga + 1 when they differ; prefetches only hint.
-        let load = |p: *const i8| unsafe {
-            if both {
-                _mm256_loadu_si256(p as *const __m256i)
-            } else {
-                _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i))
+    // Lanes of a missing second quarter keep their sums.
+    let keep = _mm256_castsi256_ps(_mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1));
+    for chunk in (0..cols).step_by(64) {
+        // The two halves spelled out (`h` a constant), so the sums stay in registers.
+        for h in 0..2 {
+            let c = chunk + 32 * h;
+            if c >= cols {
+                break;
             }
-        };
-        let scales = |p: *const f32| unsafe {
-            if gb == ga {
-                _mm256_set1_ps(*p)
-            } else {
-                let pair = _mm_castpd_ps(_mm_load_sd(p as *const f64));
-                _mm256_permutevar8x32_ps(_mm256_castps128_ps256(pair), second_quarter)
+            let both = c + 32 <= cols;
+            let ga = walk.next();
+            let gb = if both { walk.next() } else { ga };
+            // SAFETY (loop body): bytes c..c+32 (c..c+16 unless `both`) lie inside the rows
+            // and `xq`, ga, gb < groups, gb = ga + 1 when they differ; prefetches only hint.
+            let xv = unsafe { load_half(xq.as_ptr().add(c), both) };
+            let x_scales = unsafe { quarter_scales(xs.as_ptr().add(ga), gb != ga, second_quarter) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let p = unsafe { w.add(r * cols + c) };
+                if PF && h == 0 {
+                    fetch_line(p.wrapping_add(prefetch));
+                }
+                let wv = unsafe { load_half(p, both) };
+                let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+                let quads = _mm256_madd_epi16(pairs, ones);
+                let row = unsafe { s.add(r * groups + ga) };
+                let w_scales = unsafe { quarter_scales(row, gb != ga, second_quarter) };
+                let scale = _mm256_mul_ps(w_scales, x_scales);
+                let sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc[h]);
+                acc[h] = if both {
+                    sum
+                } else {
+                    _mm256_blendv_ps(sum, acc[h], keep)
+                };
             }
-        };
-        let xv = load(unsafe { xq.as_ptr().add(c) });
-        let x_scales = scales(unsafe { xs.as_ptr().add(ga) });
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let p = unsafe { w.add(r * cols + c) };
-            if PF && h == 0 {
-                fetch_line(p.wrapping_add(prefetch));
-            }
-            let wv = load(p);
-            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
-            let quads = _mm256_madd_epi16(pairs, ones);
-            let scale = _mm256_mul_ps(scales(unsafe { s.add(r * groups + ga) }), x_scales);
-            let sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc[h]);
-            acc[h] = if both {
-                sum
-            } else {
-                _mm256_blendv_ps(sum, acc[h], keep)
-            };
         }
     }
 }
@@ -687,8 +715,10 @@ unsafe fn q8_block_avx512<const R: usize, const PF: bool>(
 unsafe fn q8_quarters_avx512<const R: usize, const PF: bool>(acc: &mut [__m512; R], rows: &Rows) {
     let flip = _mm512_set1_epi8(-128);
     let zero = _mm512_setzero_si512();
-    let group = rows.cols / rows.groups;
-    let mut walk = GroupWalk::new(16, group);
+    let quarters_per_group = (rows.cols / rows.groups / 16) as i32;
+    let quarter_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    // The chunk starts `into` quarters into group g0.
+    let (mut g0, mut into) = (0usize, 0i32);
     for c in (0..rows.cols).step_by(64) {
         let quarters = ((rows.cols - c) / 16).min(4);
         let bytes: __mmask64 = if quarters == 4 {
@@ -697,24 +727,22 @@ unsafe fn q8_quarters_avx512<const R: usize, const PF: bool>(acc: &mut [__m512; 
             (1u64 << (16 * quarters)) - 1
         };
         let lanes = ((1u32 << (4 * quarters)) - 1) as __mmask16;
-        // Lane l reads scale number (group of its quarter - g0) of those from g0 on.
-        let mut index = [0i32; 16];
-        let g0 = walk.next();
-        let mut last = g0;
-        for q in 1..quarters {
-            last = walk.next();
-            index[4 * q..4 * q + 4].fill((last - g0) as i32);
+        // Lane l's quarter is `into + l / 4` quarters past g0's start: count the group ends
+        // it has passed (at most three, since a group has at least one quarter).
+        let position = _mm512_add_epi32(_mm512_set1_epi32(into), quarter_of_lane);
+        let mut index = _mm512_setzero_si512();
+        for k in 1..=3 {
+            let passed =
+                _mm512_cmpge_epi32_mask(position, _mm512_set1_epi32(k * quarters_per_group));
+            index = _mm512_mask_add_epi32(index, passed, index, _mm512_set1_epi32(1));
         }
-        // SAFETY: `index` holds 16 values; the chunk's bytes lie inside the rows and `xq`, and
-        // groups g0..=last inside every row's scales; prefetches only hint.
-        let index = unsafe { _mm512_loadu_si512(index.as_ptr() as *const __m512i) };
-        let spread = |p: *const f32| unsafe {
-            let loaded = _mm_maskz_loadu_ps(((1u32 << (last - g0 + 1)) - 1) as __mmask8, p);
-            _mm512_permutexvar_ps(index, _mm512_castps128_ps512(loaded))
-        };
+        // Scales of g0 and up to three more (never past the row's last group).
+        let scale_mask = ((1u32 << (rows.groups - g0).min(4)) - 1) as __mmask8;
+        // SAFETY (loop body): the chunk's bytes lie inside the rows and `xq`, and the scales
+        // loaded inside every row's; prefetches only hint.
         let xv = unsafe { _mm512_maskz_loadu_epi8(bytes, rows.xq.as_ptr().add(c)) };
         let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, flip, xv));
-        let x_scales = spread(unsafe { rows.xs.as_ptr().add(g0) });
+        let x_scales = unsafe { spread_scales(rows.xs.as_ptr().add(g0), scale_mask, index) };
         for (r, acc) in acc.iter_mut().enumerate() {
             let p = unsafe { rows.w.add(r * rows.cols + c) };
             if PF {
@@ -722,11 +750,29 @@ unsafe fn q8_quarters_avx512<const R: usize, const PF: bool>(acc: &mut [__m512; 
             }
             let wv = unsafe { _mm512_maskz_loadu_epi8(bytes, p) };
             let quads = _mm512_dpbusd_epi32(start, _mm512_xor_si512(wv, flip), xv);
-            let w_scales = spread(unsafe { rows.s.add(r * rows.groups + g0) });
+            let row = unsafe { rows.s.add(r * rows.groups + g0) };
+            let w_scales = unsafe { spread_scales(row, scale_mask, index) };
             let scale = _mm512_mul_ps(w_scales, x_scales);
             *acc = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(quads), scale, *acc, lanes);
         }
+        into += 4;
+        while into >= quarters_per_group {
+            into -= quarters_per_group;
+            g0 += 1;
+        }
     }
+}
+
+/// Up to four scales from `p` (those in `mask`), lane `l` getting number `index[l]`.
+///
+/// # Safety
+/// The scales in `mask` must be readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn spread_scales(p: *const f32, mask: __mmask8, index: __m512i) -> __m512 {
+    // SAFETY: the caller's promise; masked-off lanes are not read.
+    let loaded = unsafe { _mm_maskz_loadu_ps(mask, p) };
+    _mm512_permutexvar_ps(index, _mm512_castps128_ps512(loaded))
 }
 
 /// A block of int8 rows and the vector they multiply.
