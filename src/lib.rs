@@ -62,6 +62,8 @@ pub mod checkpoint;
 pub mod convert;
 pub mod corpus;
 pub mod error;
+#[doc(hidden)]
+pub mod fast;
 pub mod generate;
 pub mod inspect;
 pub mod kernels;
