@@ -84,7 +84,7 @@ pub mod top_k;
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator};
-pub use model::{Logits, Model, State};
+pub use model::{Arithmetic, Logits, Model, State};
 pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
 pub use text::{Text, Token, Utf8Assembler};

@@ -116,6 +116,7 @@ fn stdout_matches_run_c() {
         let mut child = Command::new(binary)
             .env("LLAMA2_ISA", format!("{isa:?}"))
             .arg(&model)
+            .arg("--exact")
             .args(&args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -282,7 +283,7 @@ fn threaded_decoding_matches_run_c_on_a_model_past_the_parallel_threshold() {
         for threads in ["1", "2"] {
             let mut args = vec![model.clone().into_os_string()];
             args.extend(read_args(case, &tokenizer).into_iter().map(Into::into));
-            args.extend(["--threads".into(), threads.into()]);
+            args.extend(["--exact".into(), "--threads".into(), threads.into()]);
             let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
             let output = common::llama2(&args, b"");
             assert!(output.status.success(), "{case:?}, {threads} threads");

@@ -42,7 +42,7 @@ pub mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use dispatch::{Isa, Kernels};
+pub use dispatch::{Arithmetic, Isa, Kernels};
 pub use ops::{transpose, AttentionShape, MatmulScratch, Matrix};
 
 /// RMSNorm with llama2.c's epsilon: `out = weight * x / sqrt(mean(x^2) + 1e-5)`.
