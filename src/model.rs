@@ -22,8 +22,8 @@ use std::time::Duration;
 use crate::checkpoint::{Checkpoint, Config, Format, TensorRange};
 use crate::error::{Error, Result};
 use crate::fast::{self, tune};
-pub use crate::kernels::{Arithmetic, Matrix};
 use crate::kernels::{self, AttentionShape, Isa, Kernels, MatmulScratch};
+pub use crate::kernels::{Arithmetic, Matrix};
 use crate::quant::Q8Matrix;
 use crate::storage::Storage;
 
@@ -150,7 +150,15 @@ impl Model {
             }
             Matrix::Q8(q) if q.group_size.is_multiple_of(fast::Q8_SIMD_GROUP) => {
                 let (wq, ws) = (q.values, q.scales);
-                tune::plan_q8(&candidates, wq, ws, q.cols, q.group_size, residency, TUNE_BUDGET)
+                tune::plan_q8(
+                    &candidates,
+                    wq,
+                    ws,
+                    q.cols,
+                    q.group_size,
+                    residency,
+                    TUNE_BUDGET,
+                )
             }
             Matrix::Q8(_) => guess,
         }

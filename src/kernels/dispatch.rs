@@ -17,9 +17,9 @@
 use std::sync::OnceLock;
 
 use super::exact::{self, HeadShape, MAX_KV_MUL, TOKEN_BLOCK};
-use crate::fast;
 #[cfg(target_arch = "x86_64")]
 use super::x86::{avx2, avx512};
+use crate::fast;
 use crate::quant::{self, Q8Matrix, QuantizedVector};
 
 /// An instruction set the kernels can run on.
