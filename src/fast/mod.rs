@@ -291,9 +291,10 @@ pub fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32], group: usize) -> f32
 pub const EXP_MIN: f32 = -87.0;
 /// Inputs above this are taken as this in [`exp`].
 pub const EXP_MAX: f32 = 88.0;
-/// The largest error of [`exp`] on `[EXP_MIN, EXP_MAX]` relative to the true `e^x`, as the
-/// tests measure it on a dense sweep (about 2 units in the last place).
-pub const EXP_MAX_RELATIVE_ERROR: f32 = 2.5e-7;
+/// A bound on the error of [`exp`] on `[EXP_MIN, EXP_MAX]` relative to the true `e^x`. The
+/// largest measured, on every 64th `f32` of the range, was 7.7e-8 (0.91 units in the last
+/// place); the tests hold a dense sweep to this bound.
+pub const EXP_MAX_RELATIVE_ERROR: f32 = 1.0e-7;
 
 /// `e^x` for every value in place, vectorised: `x = n ln 2 + r` with `n` an integer and
 /// `|r| <= ln 2 / 2`, `e^r` by its Taylor polynomial to degree 7 (Horner, with `fma`), times

@@ -64,6 +64,25 @@ macro_rules! dispatch_rows {
     }};
 }
 
+/// Run the kernel `$block` on the rows of `$out`: `$R` at a time, the last few one at a time.
+/// `$args` are its arguments after the block's outputs, for the block starting at row `$r`.
+macro_rules! in_blocks {
+    ($out:expr, $R:ident, $PF:ident, $block:ident, |$r:ident| ($($arg:expr),*)) => {{
+        let out: &mut [f32] = $out;
+        let mut $r = 0;
+        while $r < out.len() {
+            let n = if $r + $R <= out.len() { $R } else { 1 };
+            let rows = &mut out[$r..$r + n];
+            if n == $R {
+                $block::<$R, $PF>(rows, $($arg),*)
+            } else {
+                $block::<1, $PF>(rows, $($arg),*)
+            }
+            $r += n;
+        }
+    }};
+}
+
 /// [`super::dots_f32_strided`] on AVX2.
 ///
 /// # Safety
@@ -118,32 +137,14 @@ unsafe fn f32_rows_avx2<const R: usize, const PF: bool>(
     x: &[f32],
     prefetch: usize,
 ) {
-    let mut r = 0;
-    while r + R <= out.len() {
-        // SAFETY: rows r..r+R are inside `w` (the caller's promise).
-        unsafe {
-            f32_block_avx2::<R, PF>(
-                &mut out[r..r + R],
-                w.as_ptr().add(r * stride),
-                stride,
-                x,
-                prefetch,
-            )
-        };
-        r += R;
-    }
-    while r < out.len() {
-        // SAFETY: as above, for row r.
-        unsafe {
-            f32_block_avx2::<1, PF>(
-                &mut out[r..r + 1],
-                w.as_ptr().add(r * stride),
-                stride,
-                x,
-                prefetch,
-            )
-        };
-        r += 1;
+    // SAFETY: rows r..r+n lie inside `w` (the caller's promise).
+    unsafe {
+        in_blocks!(out, R, PF, f32_block_avx2, |r| (
+            w.as_ptr().add(r * stride),
+            stride,
+            x,
+            prefetch
+        ))
     }
 }
 
@@ -268,32 +269,14 @@ unsafe fn f32_rows_avx512<const R: usize, const PF: bool>(
     x: &[f32],
     prefetch: usize,
 ) {
-    let mut r = 0;
-    while r + R <= out.len() {
-        // SAFETY: rows r..r+R are inside `w` (the caller's promise).
-        unsafe {
-            f32_block_avx512::<R, PF>(
-                &mut out[r..r + R],
-                w.as_ptr().add(r * stride),
-                stride,
-                x,
-                prefetch,
-            )
-        };
-        r += R;
-    }
-    while r < out.len() {
-        // SAFETY: as above, for row r.
-        unsafe {
-            f32_block_avx512::<1, PF>(
-                &mut out[r..r + 1],
-                w.as_ptr().add(r * stride),
-                stride,
-                x,
-                prefetch,
-            )
-        };
-        r += 1;
+    // SAFETY: rows r..r+n lie inside `w` (the caller's promise).
+    unsafe {
+        in_blocks!(out, R, PF, f32_block_avx512, |r| (
+            w.as_ptr().add(r * stride),
+            stride,
+            x,
+            prefetch
+        ))
     }
 }
 
@@ -497,19 +480,16 @@ unsafe fn q8_rows_avx2<const R: usize, const PF: bool>(
     prefetch: usize,
 ) {
     let (cols, groups) = (xs.len() * group, xs.len());
-    let mut r = 0;
-    while r < out.len() {
-        let n = if r + R <= out.len() { R } else { 1 };
-        // SAFETY: rows r..r+n are inside `wq` and their scales inside `ws` (caller's promise).
-        unsafe {
-            let (w, s) = (wq.as_ptr().add(r * cols), ws.as_ptr().add(r * groups));
-            if n == R {
-                q8_block_avx2::<R, PF>(&mut out[r..r + R], w, s, xq, xs, group, prefetch);
-            } else {
-                q8_block_avx2::<1, PF>(&mut out[r..r + 1], w, s, xq, xs, group, prefetch);
-            }
-        }
-        r += n;
+    // SAFETY: rows r..r+n lie inside `wq` and their scales inside `ws` (the caller's promise).
+    unsafe {
+        in_blocks!(out, R, PF, q8_block_avx2, |r| (
+            wq.as_ptr().add(r * cols),
+            ws.as_ptr().add(r * groups),
+            xq,
+            xs,
+            group,
+            prefetch
+        ))
     }
 }
 
@@ -650,19 +630,16 @@ unsafe fn q8_rows_avx512<const R: usize, const PF: bool>(
     prefetch: usize,
 ) {
     let (cols, groups) = (xs.len() * group, xs.len());
-    let mut r = 0;
-    while r < out.len() {
-        let n = if r + R <= out.len() { R } else { 1 };
-        // SAFETY: rows r..r+n are inside `wq` and their scales inside `ws` (caller's promise).
-        unsafe {
-            let (w, s) = (wq.as_ptr().add(r * cols), ws.as_ptr().add(r * groups));
-            if n == R {
-                q8_block_avx512::<R, PF>(&mut out[r..r + R], w, s, xq, xs, group, prefetch);
-            } else {
-                q8_block_avx512::<1, PF>(&mut out[r..r + 1], w, s, xq, xs, group, prefetch);
-            }
-        }
-        r += n;
+    // SAFETY: rows r..r+n lie inside `wq` and their scales inside `ws` (the caller's promise).
+    unsafe {
+        in_blocks!(out, R, PF, q8_block_avx512, |r| (
+            wq.as_ptr().add(r * cols),
+            ws.as_ptr().add(r * groups),
+            xq,
+            xs,
+            group,
+            prefetch
+        ))
     }
 }
 
