@@ -21,14 +21,16 @@
 //!
 //! ## From a model step to the loop that does it
 //!
-//! The query projection `q = Wq x` of a layer, on an AVX-512 CPU, is five calls deep:
+//! The query projection `q = Wq x` of a layer, on an AVX-512 CPU, takes five steps (rayon's own
+//! calls and inlined helpers aside):
 //!
 //! 1. `Model`'s layer body calls [`Kernels::matmul_each`] (`ops.rs`) with `[Wq, Wk, Wv]`: the
 //!    input is prepared once (quantized for int8, transposed for a batch of positions);
 //! 2. [`parallel::for_each_block_of_rows`] hands blocks of 32 weight rows to the threads;
 //! 3. `Kernels::rows_times` (`ops.rs`) picks the kernel for the matrix's kind: here
 //!    [`Kernels::matvec`] (`dispatch.rs`), which checks the slices' shapes and calls the table;
-//! 4. the table's entry, `x86::avx512::matvec`, a `#[target_feature]` instance;
+//! 4. the table's entry, `x86::avx512::matvec`, a `#[target_feature]` instance built by
+//!    `exact::instantiate!`;
 //! 5. [`exact::dots_strided`], the loop itself, 16 rows in the lanes of one register.
 //!
 //! The table was chosen once, when the model was loaded ([`Kernels::detect`]).
