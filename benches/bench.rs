@@ -7,14 +7,17 @@
 //! one table with a row per model:
 //!
 //! * **decode**: tokens per second of the `llama2` binary at `-t 0 -n 256` with a short prompt,
-//!   as it reports it (`achieved tok/s`). Random weights are fine at temperature 0: every run
-//!   computes the same tokens, and the speed does not depend on what they are.
+//!   as it reports it (`achieved tok/s`), in fast arithmetic (the default) and with `--exact`.
+//!   Random weights are fine at temperature 0: every run computes the same tokens, and the
+//!   speed does not depend on what they are. **kernel** is the fast kernel the model chose by
+//!   timing (instruction set, rows per pass, prefetch distance).
 //! * **llama2.c**: the same command with llama2.c's `run`, if `LLAMA2C_RUN` names one (build it
 //!   with `make runomp` in a llama2.c checkout), with as many OpenMP threads as we use and with
 //!   one; for the int8 rows, its `runq`, named by `LLAMA2C_RUNQ`. The programs take turns, each
 //!   round in another order, and each decode figure is the median of `BENCH_REPEATS` (5) runs.
 //! * **prefill**: a prompt of up to 300 tokens (the context, if shorter) through
-//!   `Model::forward_batch`, and the same tokens one at a time through `Model::forward`.
+//!   `Model::forward_batch`, and the same tokens one at a time through `Model::forward`, in
+//!   both arithmetics.
 //! * **TTFT**: time to first token, from opening the model to sampling after that prompt.
 //! * **peak RSS**: the high-water mark of resident memory of a process that did all of the
 //!   above (Linux only).
@@ -33,8 +36,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use llama2::convert::{self, FloatTensors};
-use llama2::kernels::Isa;
-use llama2::{Config, Format, Logits, Model, Sampler, Tokenizer};
+use llama2::{Arithmetic, Config, Format, Logits, Model, Sampler, Tokenizer};
 
 /// A model to measure: a name, the file, its tokenizer, and how to make it if synthetic.
 struct Bench {
@@ -102,9 +104,9 @@ fn main() {
     }
     let llama2c = run.is_some() || runq.is_some();
     println!(
-        "{threads} threads, {:?} kernels; read bandwidth: {threads} threads summing {} MiB, \
-         measured before each decode run.",
-        Isa::detect(),
+        "CPU: {}; {threads} threads; read bandwidth: {threads} threads summing {} MiB, \
+         measured after each round of decode runs.",
+        cpu_model(),
         BANDWIDTH_BYTES >> 20,
     );
     println!();
@@ -115,12 +117,17 @@ fn main() {
 struct Row {
     name: &'static str,
     file_mb: f64,
+    /// The fast kernel the model chose.
+    kernel: String,
     decode: f64,
+    decode_exact: f64,
     llama2c_threads: Option<f64>,
     llama2c_single: Option<f64>,
     prompt: usize,
     prefill: f64,
     one_by_one: f64,
+    prefill_exact: f64,
+    one_by_one_exact: f64,
     ttft_ms: f64,
     peak_rss_mb: Option<f64>,
     /// Bytes of weights one decoding step reads.
@@ -149,11 +156,15 @@ fn measure(
         command
     };
 
-    // The decode commands: ours, then llama2.c's with our thread count and with one.
+    // The decode commands: ours (fast, then exact), then llama2.c's with our thread count and
+    // with one.
     let mut commands = Vec::new();
-    let mut ours = decode_args(Path::new(env!("CARGO_BIN_EXE_llama2")));
-    ours.args(["--threads", &threads.to_string()]);
-    commands.push(ours);
+    for arithmetic in [&[][..], &["--exact"]] {
+        let mut ours = decode_args(Path::new(env!("CARGO_BIN_EXE_llama2")));
+        ours.args(["--threads", &threads.to_string()])
+            .args(arithmetic);
+        commands.push(ours);
+    }
     if let Some(run) = llama2c {
         for n in [threads, 1] {
             let mut theirs = decode_args(run);
@@ -172,8 +183,9 @@ fn measure(
         bandwidths.push(bandwidth_buffer.read_bandwidth(threads));
     }
     let (decode, bandwidth) = (median(&speeds[0]), median(&bandwidths));
-    let with_threads = speeds.get(1).map(|s| median(s));
-    let single = speeds.get(2).map(|s| median(s));
+    let decode_exact = median(&speeds[1]);
+    let with_threads = speeds.get(2).map(|s| median(s));
+    let single = speeds.get(3).map(|s| median(s));
 
     let prompt = PREFILL_TOKENS.min(config.seq_len);
     let child = Command::new(std::env::current_exe().expect("own path"))
@@ -200,12 +212,18 @@ fn measure(
     Row {
         name: bench.name,
         file_mb: model.file_size() as f64 / 1e6,
+        kernel: model.kernels().fast_kernel().map_or("?".into(), |k| {
+            format!("{} x{} pf{}", k.isa.name(), k.rows, k.prefetch)
+        }),
         decode,
+        decode_exact,
         llama2c_threads: with_threads,
         llama2c_single: single,
         prompt,
         prefill: field("prefill").unwrap_or(0.0),
         one_by_one: field("one_by_one").unwrap_or(0.0),
+        prefill_exact: field("prefill_exact").unwrap_or(0.0),
+        one_by_one_exact: field("one_by_one_exact").unwrap_or(0.0),
         ttft_ms: field("ttft_ms").unwrap_or(0.0),
         peak_rss_mb: field("peak_rss_kb").map(|kb| kb * 1024.0 / 1e6),
         weight_bytes: weight_bytes_per_token(&config, model.format()) as f64,
@@ -257,30 +275,61 @@ fn measure_child(args: &[String]) {
     sampler.sample(logits);
     let ttft = start.elapsed().as_secs_f64();
 
+    print!("ttft_ms={:.1}", ttft * 1e3);
+    let exact = Model::open_with(model_path, Arithmetic::Exact).expect("model");
+    for (model, suffix) in [(&model, ""), (&exact, "_exact")] {
+        let (prefill, one_by_one) = prefill_speeds(model, &mut state, &tokens, repeats);
+        print!(" prefill{suffix}={prefill:.2} one_by_one{suffix}={one_by_one:.2}");
+    }
+    if let Some(kb) = peak_rss_kb() {
+        print!(" peak_rss_kb={kb}");
+    }
+    println!();
+}
+
+/// Tokens per second of `tokens` through `model` as one batch (the best of `repeats` runs) and
+/// one at a time.
+fn prefill_speeds(
+    model: &Model,
+    state: &mut llama2::State,
+    tokens: &[u32],
+    repeats: usize,
+) -> (f64, f64) {
     let mut prefill = 0.0f64;
     for _ in 0..repeats {
         state.reset();
         let start = Instant::now();
         model
-            .forward_batch(&mut state, &tokens, 0, Logits::Last)
+            .forward_batch(state, tokens, 0, Logits::Last)
             .expect("prefill");
         prefill = prefill.max(tokens.len() as f64 / start.elapsed().as_secs_f64());
     }
     state.reset();
     let start = Instant::now();
     for (pos, &token) in tokens.iter().enumerate() {
-        model.forward(&mut state, token, pos).expect("forward");
+        model.forward(state, token, pos).expect("forward");
     }
     let one_by_one = tokens.len() as f64 / start.elapsed().as_secs_f64();
+    (prefill, one_by_one)
+}
 
-    print!(
-        "ttft_ms={:.1} prefill={prefill:.2} one_by_one={one_by_one:.2}",
-        ttft * 1e3
-    );
-    if let Some(kb) = peak_rss_kb() {
-        print!(" peak_rss_kb={kb}");
-    }
-    println!();
+/// The CPU's model name, as `/proc/cpuinfo` gives it (Linux), with its family and model numbers.
+fn cpu_model() -> String {
+    let Ok(info) = fs::read_to_string("/proc/cpuinfo") else {
+        return "unknown".into();
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map_or(String::new(), |(_, v)| v.trim().to_string())
+    };
+    format!(
+        "{} (family {}, model {})",
+        field("model name"),
+        field("cpu family"),
+        field("model")
+    )
 }
 
 /// `n` tokens of the story prompt, BOS first.
@@ -365,19 +414,22 @@ fn sum(values: &[f32]) -> f32 {
 }
 
 fn print_table(rows: &[Row], threads: usize, with_llama2c: bool) {
-    let mut header = "| model | file MB | decode tok/s |".to_string();
+    let mut header = "| model | file MB | fast kernel | decode tok/s | --exact tok/s |".to_string();
     if with_llama2c {
         header.push_str(&format!(" llama2.c {threads} thr | llama2.c 1 thr |"));
     }
     header.push_str(
-        " prompt | prefill tok/s | one by one tok/s | TTFT ms | peak RSS MB | decode GB/s \
-         | read GB/s | decode / read |",
+        " prompt | prefill tok/s | one by one tok/s | --exact prefill | --exact one by one \
+         | TTFT ms | peak RSS MB | decode GB/s | read GB/s | decode / read |",
     );
     println!("{header}");
     let columns = header.matches('|').count() - 1;
     println!("|{}", " --- |".repeat(columns));
     for r in rows {
-        let mut line = format!("| {} | {:.0} | {:.1} |", r.name, r.file_mb, r.decode);
+        let mut line = format!(
+            "| {} | {:.0} | {} | {:.1} | {:.1} |",
+            r.name, r.file_mb, r.kernel, r.decode, r.decode_exact
+        );
         if with_llama2c {
             let show = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
             line.push_str(&format!(
@@ -391,10 +443,12 @@ fn print_table(rows: &[Row], threads: usize, with_llama2c: bool) {
             .map_or("n/a".to_string(), |mb| format!("{mb:.0}"));
         let effective = r.weight_bytes * r.decode / 1e9;
         line.push_str(&format!(
-            " {} | {:.1} | {:.1} | {:.0} | {rss} | {effective:.1} | {:.1} | {:.0}% |",
+            " {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {rss} | {effective:.1} | {:.1} | {:.0}% |",
             r.prompt,
             r.prefill,
             r.one_by_one,
+            r.prefill_exact,
+            r.one_by_one_exact,
             r.ttft_ms,
             r.bandwidth,
             100.0 * effective / r.bandwidth
@@ -484,7 +538,7 @@ fn ensure_synthetic(path: &Path, synthetic: &Synthetic) {
     let expected_format = |format: Format| {
         matches!(format, Format::Int8V2 { .. }) == synthetic.quantized_from.is_some()
     };
-    if Model::open(path)
+    if Model::open_with(path, Arithmetic::Exact)
         .is_ok_and(|m| *m.config() == synthetic.config && expected_format(m.format()))
     {
         return;
@@ -497,7 +551,7 @@ fn ensure_synthetic(path: &Path, synthetic: &Synthetic) {
             quantized_from: None,
         };
         ensure_synthetic(float_path, &float);
-        let model = Model::open(float_path).expect("the float model loads");
+        let model = Model::open_with(float_path, Arithmetic::Exact).expect("the float model loads");
         convert::quantize_to_file(&model, path, None).expect("quantize the model");
         return;
     }

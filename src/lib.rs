@@ -7,6 +7,9 @@
 //! * [`Model`] loads a checkpoint (llama2.c legacy, version 1 float32, or version 2 int8) from a
 //!   path (memory-mapped), from bytes already in memory, or from `include_bytes!`, and runs the
 //!   forward pass; a [`State`] holds one sequence's KV cache.
+//!   It computes in [`Arithmetic::Fast`] (deterministic, not `run.c`'s last bits) unless asked
+//!   for [`Arithmetic::Exact`] ([`Model::open_with`], [`Model::with_arithmetic`]), which gives
+//!   llama2.c's bits.
 //! * [`Tokenizer`] encodes text into token ids and decodes them back, loaded from a path or bytes.
 //! * [`Sampler`] picks the next token (greedy, multinomial or top-p).
 //! * [`Generator`] is an iterator of [`Token`]s; [`Generator::text`] turns it into an iterator
@@ -72,6 +75,8 @@ pub mod convert;
 #[cfg(feature = "std")]
 pub mod corpus;
 pub mod error;
+#[doc(hidden)]
+pub mod fast;
 #[cfg(feature = "std")]
 pub mod gemm;
 pub mod generate;
@@ -100,7 +105,7 @@ pub mod train;
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};
 pub use generate::{evaluate, Chat, Evaluation, Generator};
-pub use model::{Logits, Model, State};
+pub use model::{Arithmetic, Logits, Model, State};
 pub use params::{Params, TensorKind};
 pub use sampler::Sampler;
 pub use text::{Text, Token, Utf8Assembler};

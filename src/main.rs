@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use llama2::attention::{token_labels, AttentionMaps};
 use llama2::{
-    bpe, convert, evaluate, pretokenize, top_k, train, Chat, Generator, Model, Sampler, Token,
-    Tokenizer,
+    bpe, convert, evaluate, pretokenize, top_k, train, Arithmetic, Chat, Generator, Model, Sampler,
+    Token, Tokenizer,
 };
 
 const USAGE: &str = "\
@@ -34,6 +34,9 @@ Options:
   -m <string> mode: generate|chat|eval, default: generate
   -y <string> (optional) system prompt in chat mode
   --threads <int>  number of threads, default: all cores (or RAYON_NUM_THREADS)
+  --exact     llama2.c's arithmetic, every sum in run.c's order: the same bytes as run.c
+              and runq.c; by default sums are split over vector lanes (faster, deterministic,
+              not run.c's last bits)
   --top-k <int>    generate mode: for each generated token, print the <int> most likely
                    tokens and their probabilities after temperature (at -t 0, those of
                    temperature 1) to stderr, or between the text when stdout is a terminal
@@ -128,7 +131,7 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
     options.configure_threads()?;
 
-    let model = Model::open(checkpoint)?;
+    let model = Model::open_with(checkpoint, options.arithmetic)?;
     let tokenizer = Tokenizer::open(&options.tokenizer, model.config().vocab_size)?;
     match options.mode.as_str() {
         "generate" => generate(&model, &tokenizer, &options),
@@ -156,6 +159,7 @@ struct Options {
     system_prompt: Option<Vec<u8>>,
     threads: Option<usize>,
     top_k: usize,
+    arithmetic: Arithmetic,
 }
 
 impl Options {
@@ -172,6 +176,7 @@ impl Options {
             system_prompt: None,
             threads: None,
             top_k: 0,
+            arithmetic: Arithmetic::Fast,
         };
         let mut rest = args.iter();
         while let Some(flag) = rest.next() {
@@ -180,6 +185,10 @@ impl Options {
                 return Ok(options);
             }
             let name = flag.to_string_lossy().into_owned();
+            if name == "--exact" {
+                options.arithmetic = Arithmetic::Exact;
+                continue;
+            }
             let known = [
                 "-t",
                 "-p",
@@ -530,7 +539,7 @@ fn quantize(args: &[OsString]) -> Result<(), Failure> {
                 .into(),
         ));
     };
-    let model = Model::open(input)?;
+    let model = Model::open_with(input, Arithmetic::Exact)?;
     let result = convert::quantize_to_file(&model, output.as_ref(), group_size)?;
     println!(
         "wrote {}: group size {}, largest quantization error {}",
@@ -713,7 +722,7 @@ fn inspect(args: &[OsString]) -> Result<(), Failure> {
             "inspect: missing checkpoint path: llama2 inspect <checkpoint> [--stats]".into(),
         ));
     };
-    let model = Model::open(path)?;
+    let model = Model::open_with(path, Arithmetic::Exact)?;
     let report = llama2::inspect::Inspection::of(&model)?.report(stats);
     emit(&mut io::stdout().lock(), report.as_bytes())?;
     Ok(())
@@ -769,7 +778,7 @@ fn attention(args: &[OsString]) -> Result<(), Failure> {
             "attention: -o <picture.svg> is required: {usage}"
         )));
     };
-    let model = Model::open(path)?;
+    let model = Model::open_with(path, Arithmetic::Exact)?;
     let tokenizer = Tokenizer::open(&tokenizer_path, model.config().vocab_size)?;
     let maps = AttentionMaps::of_prompt(path.as_ref(), &tokenizer, &prompt).map_err(blame_flag)?;
     let picture = maps.to_svg(&token_labels(&tokenizer, maps.tokens()));

@@ -249,10 +249,38 @@ pub trait Float: Sized {
     fn cos(self) -> Self;
     /// self^y, for a positive base.
     fn powf(self, y: Self) -> Self;
+    /// `self * a + b` with one rounding (C's `fmaf`).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// The nearest integer, halfway cases away from zero (C's `roundf`).
     fn round(self) -> Self;
     /// The nearest integer, halfway cases to even.
     fn round_ties_even(self) -> Self;
+}
+
+/// `a * b + c` rounded once, like C's `fmaf`. The product of two `f32`s is exact in `f64`; the
+/// sum is rounded to odd in `f64` (the last bit set when anything was lost), which makes the
+/// final rounding to `f32` give the correctly rounded result, as a fused instruction would.
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let p = a as f64 * b as f64;
+    let c = c as f64;
+    let s = p + c;
+    if !s.is_finite() {
+        return s as f32;
+    }
+    // What the f64 sum lost (Knuth's two-sum).
+    let v = s - p;
+    let lost = (p - (s - v)) + (c - v);
+    if lost != 0.0 && s.to_bits() & 1 == 0 {
+        // Round to odd: step one ulp toward the lost part.
+        let toward_zero = (lost > 0.0) != (s > 0.0);
+        let bits = if toward_zero {
+            s.to_bits() - 1
+        } else {
+            s.to_bits() + 1
+        };
+        return f64::from_bits(bits) as f32;
+    }
+    s as f32
 }
 
 /// Values at least this large (2^23) are integers already.
@@ -281,6 +309,9 @@ impl Float for f32 {
     }
     fn powf(self, y: f32) -> f32 {
         powf(self, y)
+    }
+    fn mul_add(self, a: f32, b: f32) -> f32 {
+        fma(self, a, b)
     }
     fn round(self) -> f32 {
         if self.is_nan() || self.abs() >= F32_INTEGERS {
@@ -345,6 +376,10 @@ impl Float for f64 {
         } else {
             exp_f64_checked(y * ln_f64_checked(self))
         }
+    }
+    fn mul_add(self, a: f64, b: f64) -> f64 {
+        // Not needed by the crate in f64; two roundings, documented as such.
+        self * a + b
     }
     fn round(self) -> f64 {
         if self.is_nan() || self.abs() >= 4_503_599_627_370_496.0 {
@@ -432,6 +467,26 @@ mod tests {
         assert!(worst(cos, f32::cos, -10.0, 10.0, 200_000) <= 1);
         assert!(worst(sin, f32::sin, 0.0, 65536.0, 400_000) <= 1);
         assert!(worst(cos, f32::cos, 0.0, 65536.0, 400_000) <= 1);
+    }
+
+    #[test]
+    fn fma_is_rounded_once() {
+        let mut rng = crate::rng::Rng::new(42);
+        let mut value = || {
+            let m = rng.next_f32() * 2.0 - 1.0;
+            m * [1e-3f32, 1.0, 1e3, 3e-39, 1e30][(rng.next_u32() % 5) as usize]
+        };
+        for _ in 0..200_000 {
+            let (a, b, c) = (value(), value(), value());
+            assert_eq!(
+                fma(a, b, c).to_bits(),
+                a.mul_add(b, c).to_bits(),
+                "{a} {b} {c}"
+            );
+        }
+        // Cancellation: the exact answer is the rounding error of a * b.
+        let (a, b) = (1.0f32 + f32::EPSILON, 1.0f32 - f32::EPSILON);
+        assert_eq!(fma(a, b, -(a * b)), a.mul_add(b, -(a * b)));
     }
 
     #[test]

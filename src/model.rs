@@ -11,18 +11,25 @@
 //! step takes `m` rows of activations, and `m = 1` when decoding.
 //!
 //! The arithmetic itself lives in [`crate::kernels`], reached through the [`Kernels`] table the
-//! model picks when it is loaded.
+//! model picks when it is loaded: [`Arithmetic::Fast`] by default (its kernel chosen by timing
+//! the candidates on the model's largest matrix), or [`Arithmetic::Exact`] for llama2.c's bits
+//! ([`Model::with_arithmetic`]).
 
 #[allow(unused_imports)]
 use crate::prelude::*;
 use alloc::collections::BTreeMap;
 #[cfg(feature = "std")]
 use std::path::Path;
+#[cfg(feature = "std")]
+use std::time::Duration;
 
 use crate::checkpoint::{Checkpoint, Config, Format, TensorRange};
 use crate::error::{Error, Result};
-pub use crate::kernels::Matrix;
-use crate::kernels::{self, AttentionShape, Kernels, MatmulScratch};
+use crate::fast;
+#[cfg(feature = "std")]
+use crate::fast::tune;
+use crate::kernels::{self, AttentionShape, Isa, Kernels, MatmulScratch};
+pub use crate::kernels::{Arithmetic, Matrix};
 use crate::quant::Q8Matrix;
 use crate::storage::Storage;
 
@@ -64,24 +71,38 @@ impl Model {
     ///
     /// The weights stay in the file's pages; nothing is copied. As with any memory map, the file
     /// must not be truncated or modified while the model is alive.
+    ///
+    /// The model computes in [`Arithmetic::Fast`]; see [`Model::open_with`] and
+    /// [`Model::with_arithmetic`] for llama2.c's exact bits.
     #[cfg(feature = "std")]
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
+        Model::open_with(path, Arithmetic::default())
+    }
+
+    /// [`Model::open`], computing in `arithmetic` (without timing the fast kernels first when
+    /// it is [`Arithmetic::Exact`]).
+    #[cfg(feature = "std")]
+    pub fn open_with(path: impl AsRef<Path>, arithmetic: Arithmetic) -> Result<Model> {
         let path = path.as_ref();
         let storage = Storage::map(path)?;
-        Model::from_storage(&path.display().to_string(), storage)
+        let model = Model::from_storage(&path.display().to_string(), storage)?;
+        Ok(model.with_arithmetic(arithmetic))
     }
 
     /// Load a checkpoint from bytes already in memory (no file system needed). The bytes are
     /// kept, not copied, unless they are not 4-byte aligned.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Model> {
-        Model::from_storage("<memory>", Storage::from_vec(bytes))
+        let model = Model::from_storage("<memory>", Storage::from_vec(bytes))?;
+        Ok(model.with_arithmetic(Arithmetic::default()))
     }
 
     /// Load a checkpoint from bytes that live for the whole program, such as `include_bytes!`.
     pub fn from_static(bytes: &'static [u8]) -> Result<Model> {
-        Model::from_storage("<memory>", Storage::from_static(bytes))
+        let model = Model::from_storage("<memory>", Storage::from_static(bytes))?;
+        Ok(model.with_arithmetic(Arithmetic::default()))
     }
 
+    /// The model on the exact kernels.
     fn from_storage(name: &str, storage: Storage) -> Result<Model> {
         let checkpoint = Checkpoint::parse(name, storage)?;
         let copied_scales = copy_misaligned_scales(&checkpoint);
@@ -90,6 +111,78 @@ impl Model {
             copied_scales,
             kernels: Kernels::detect(),
         })
+    }
+
+    /// The same model computing in `arithmetic`. Models load with [`Arithmetic::Fast`];
+    /// [`Arithmetic::Exact`] gives llama2.c's bits, for everything that runs this model
+    /// ([`crate::Generator`], [`crate::Chat`], [`crate::evaluate`] included).
+    ///
+    /// Choosing [`Arithmetic::Fast`] times the candidate kernels on the model's largest matrix
+    /// for a few milliseconds (see [`crate::fast::tune`]) and keeps the fastest; `LLAMA2_ISA`
+    /// restricts them to one instruction set. Models too small for the choice to matter (largest
+    /// matrix under a million weights, such as stories260K) skip the timing.
+    pub fn with_arithmetic(self, arithmetic: Arithmetic) -> Model {
+        let kernels = match arithmetic {
+            Arithmetic::Exact => Kernels::exact(Isa::detect()),
+            Arithmetic::Fast => Kernels::fast(self.fastest_kernel()),
+        };
+        self.with_kernels(kernels)
+    }
+
+    /// How this model's forward passes round.
+    pub fn arithmetic(&self) -> Arithmetic {
+        self.kernels.arithmetic()
+    }
+
+    /// The fast kernel that runs this model's largest matrix fastest, by measurement (or a
+    /// reasonable one without measuring, for a tiny model).
+    fn fastest_kernel(&self) -> fast::Kernel {
+        let guess = fast::Kernel::new(fast::Isa::forced().unwrap_or_else(fast::Isa::widest));
+        // Without std there is no clock to time kernels with: the guess it is.
+        if cfg!(not(feature = "std")) || self.largest_matrix() < TUNE_MIN_WEIGHTS {
+            return guess;
+        }
+        self.timed_kernel(guess)
+    }
+
+    /// The fast kernel that runs this model's largest matrix fastest, timed on this CPU.
+    #[cfg(not(feature = "std"))]
+    fn timed_kernel(&self, guess: fast::Kernel) -> fast::Kernel {
+        guess
+    }
+
+    /// The fast kernel that runs this model's largest matrix fastest, timed on this CPU.
+    #[cfg(feature = "std")]
+    fn timed_kernel(&self, guess: fast::Kernel) -> fast::Kernel {
+        let candidates = tune::candidates(None);
+        let residency = if self.file_size() > CACHED_MODEL_BYTES {
+            tune::Residency::Memory
+        } else {
+            tune::Residency::Cache
+        };
+        let largest = if self.config().vocab_size >= self.config().hidden_dim {
+            self.classifier()
+        } else {
+            self.layer(0).w1
+        };
+        match largest {
+            Matrix::F32 { data, cols, .. } => {
+                tune::plan_f32(&candidates, data, cols, residency, TUNE_BUDGET)
+            }
+            Matrix::Q8(q) if q.group_size.is_multiple_of(fast::Q8_SIMD_GROUP) => {
+                let (wq, ws) = (q.values, q.scales);
+                tune::plan_q8(
+                    &candidates,
+                    wq,
+                    ws,
+                    q.cols,
+                    q.group_size,
+                    residency,
+                    TUNE_BUDGET,
+                )
+            }
+            Matrix::Q8(_) => guess,
+        }
     }
 
     /// The same model running on other kernels (another instruction set, say): every forward
@@ -424,6 +517,16 @@ impl Model {
         }
     }
 }
+
+/// Models whose largest matrix has fewer weights than this skip timing the fast kernels: a
+/// product that small takes microseconds whichever kernel runs it.
+const TUNE_MIN_WEIGHTS: usize = 1 << 20;
+/// Models larger than this are taken to be read from memory when decoding, not from the caches.
+#[cfg(feature = "std")]
+const CACHED_MODEL_BYTES: usize = 16 << 20;
+/// How long choosing the fast kernel may take.
+#[cfg(feature = "std")]
+const TUNE_BUDGET: Duration = tune::DEFAULT_BUDGET;
 
 /// Which logits [`Model::forward_batch`] computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -327,7 +327,9 @@ fn check_model_picture(model_path: &std::path::Path, prompt: &str) {
     );
     let svg = std::fs::read_to_string(&out).unwrap();
 
-    let model = llama2::Model::open(model_path).unwrap();
+    let model = llama2::Model::open(model_path)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let maps = AttentionMaps::of_prompt(model_path, &tokenizer, prompt.as_bytes()).unwrap();
     let tokens = tokenizer.encode(prompt.as_bytes(), true, false).unwrap();
@@ -370,7 +372,12 @@ fn picture_of_the_int8_model_holds_its_attention_weights() {
     let model = stories260k_q8();
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let maps = AttentionMaps::of_prompt(&model, &tokenizer, b"The dog").unwrap();
-    let expected = layer0_attention(&llama2::Model::open(&model).unwrap(), maps.tokens());
+    let expected = layer0_attention(
+        &llama2::Model::open(&model)
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact),
+        maps.tokens(),
+    );
     for (h, map) in expected.iter().enumerate() {
         for (q, row) in map.iter().enumerate() {
             let got = maps.row(0, h, q);

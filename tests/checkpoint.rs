@@ -25,7 +25,9 @@ fn expected_story() -> Vec<u8> {
 #[test]
 fn legacy_file_rewritten_is_byte_identical_outside_the_rope_tables() {
     let original = std::fs::read(stories260k()).unwrap();
-    let model = Model::from_bytes(original.clone()).unwrap();
+    let model = Model::from_bytes(original.clone())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut written = Vec::new();
     write_float(
         &mut written,
@@ -43,8 +45,12 @@ fn legacy_file_rewritten_is_byte_identical_outside_the_rope_tables() {
 
 #[test]
 fn version1_file_tells_the_same_story() {
-    let model = Model::open(stories260k()).unwrap();
-    let v1 = Model::from_bytes(stories260k_v1_bytes()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
+    let v1 = Model::from_bytes(stories260k_v1_bytes())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     assert_eq!(v1.format(), Format::Float32V1);
     assert_eq!(v1.config(), model.config());
     assert_eq!(story(&v1, 200), expected_story());
@@ -52,13 +58,17 @@ fn version1_file_tells_the_same_story() {
 
 #[test]
 fn unshared_classifier_is_read_from_the_end() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut tensors = FloatTensors::from_model(&model);
     tensors.config.shared_classifier = false; // classifier == embedding, stored separately
     for format in [Format::Legacy, Format::Float32V1] {
         let mut bytes = Vec::new();
         write_float(&mut bytes, &tensors, format).unwrap();
-        let unshared = Model::from_bytes(bytes).unwrap();
+        let unshared = Model::from_bytes(bytes)
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact);
         assert!(!unshared.config().shared_classifier);
         assert_eq!(story(&unshared, 200), expected_story(), "{format:?}");
     }
@@ -67,14 +77,20 @@ fn unshared_classifier_is_read_from_the_end() {
 #[test]
 fn int8_files_load_in_every_alignment() {
     // Memory given at an odd address is copied into aligned storage and still loads.
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut bytes = Vec::new();
     write_int8(&mut bytes, &FloatTensors::from_model(&model), 4).unwrap();
-    let aligned = Model::from_bytes(bytes.clone()).unwrap();
+    let aligned = Model::from_bytes(bytes.clone())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut shifted = vec![0u8];
     shifted.extend_from_slice(&bytes);
     let leaked: &'static [u8] = Box::leak(shifted.into_boxed_slice());
-    let odd = Model::from_static(&leaked[1..]).unwrap();
+    let odd = Model::from_static(&leaked[1..])
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     assert_eq!(story(&aligned, 40), story(&odd, 40));
 }
 
@@ -148,7 +164,9 @@ fn inconsistent_headers_are_rejected() {
 }
 
 fn versioned(version: i32, group_size: Option<i32>) -> Vec<u8> {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tensors = FloatTensors::from_model(&model);
     let mut bytes = Vec::new();
     match group_size {

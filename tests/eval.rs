@@ -39,7 +39,9 @@ fn tok() -> Tokenizer {
 
 #[test]
 fn stories260k_loss_equals_the_reference_forward_pass() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let text = story_text();
     let result = evaluate(&model, &tok(), &text).unwrap();
     let bytes = std::fs::read(stories260k()).unwrap();
@@ -87,7 +89,9 @@ fn texts_longer_than_the_context_are_scored_in_windows() {
         Format::Int8V2 { group_size: 32 },
     ] {
         let bytes = short_context_model(format);
-        let model = Model::from_bytes(bytes.clone()).unwrap();
+        let model = Model::from_bytes(bytes.clone())
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact);
         let result = evaluate(&model, &tok(), &text).unwrap();
         let (tokens, loss) = reference_loss(&bytes, &tok(), &text);
         assert!(tokens > 8 * model.config().seq_len);
@@ -103,7 +107,9 @@ fn texts_longer_than_the_context_are_scored_in_windows() {
 #[test]
 fn eval_mode_reads_the_text_from_the_flag_or_stdin() {
     let text = story_text();
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let expected = evaluate(&model, &tok(), &text).unwrap();
     let line = format!(
         "tokens {}, loss {:.4} nats, perplexity {:.4}\n",
@@ -118,6 +124,7 @@ fn eval_mode_reads_the_text_from_the_flag_or_stdin() {
         tok.as_os_str(),
         "-m".as_ref(),
         "eval".as_ref(),
+        "--exact".as_ref(),
     ];
     let from_stdin = llama2(&base, &text);
     assert!(from_stdin.status.success());

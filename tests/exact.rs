@@ -47,7 +47,9 @@ fn random_model(config: Config, seed: u64, format: Format) -> Vec<u8> {
 /// Every position's logits, one token at a time and as one batch, against the reference.
 fn check_model(bytes: Vec<u8>, tokens: &[u32], what: &str) {
     let mut oracle = Reference::new(&bytes);
-    let model = Model::from_bytes(bytes).unwrap();
+    let model = Model::from_bytes(bytes)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let model = &model;
     let mut state = model.new_state().unwrap();
     let mut reference = Vec::new();

@@ -276,14 +276,18 @@ fn library_totals_add_up_to_the_file() {
         let mut bytes = Vec::new();
         write_float(&mut bytes, &tensors, format).unwrap();
         let size = bytes.len();
-        let model = Model::from_bytes(bytes).unwrap();
+        let model = Model::from_bytes(bytes)
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact);
         let inspection = Inspection::of(&model).unwrap();
         let parts =
             inspection.header_bytes() + inspection.tensor_bytes() + inspection.unused_rope_bytes();
         assert_eq!(parts, size, "{format:?}");
         assert_eq!(inspection.tensors.len(), 1 + 9 * 2 + 1 + 1);
     }
-    let model = Model::open(stories260k_q8()).unwrap();
+    let model = Model::open(stories260k_q8())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let inspection = Inspection::of(&model).unwrap();
     assert_eq!(
         inspection.header_bytes() + inspection.tensor_bytes(),

@@ -87,7 +87,12 @@ fn row_aligned_int8_models_print_exactly_what_runq_prints() {
     let tok = tok512();
     for &(expected, model, flags) in RUNQ_CASES {
         let model = runq_fixture(model);
-        let mut args = vec![model.to_str().unwrap(), "-z", tok.to_str().unwrap()];
+        let mut args = vec![
+            model.to_str().unwrap(),
+            "-z",
+            tok.to_str().unwrap(),
+            "--exact",
+        ];
         args.extend_from_slice(flags);
         let output = llama2_str(&args);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -103,7 +108,9 @@ fn row_aligned_int8_models_print_exactly_what_runq_prints() {
 
 #[test]
 fn our_quantizer_writes_export_py_bytes() {
-    let float = Model::open(stories260k()).unwrap();
+    let float = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tensors = FloatTensors::from_model(&float);
     // llama2.c's own export of this model, group size 8 (groups straddle rows).
     let mut ours = Vec::new();
@@ -146,7 +153,9 @@ fn greedy_story(model: &Model, steps: usize) -> String {
 #[test]
 fn straddling_groups_tell_the_story_of_the_dequantized_float_model() {
     // stories260K-q8.bin: group size 8, hidden_dim 172, so w2's rows start mid-group.
-    let int8 = Model::open(stories260k_q8()).unwrap();
+    let int8 = Model::open(stories260k_q8())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     assert_eq!(int8.format(), Format::Int8V2 { group_size: 8 });
     let mut float_bytes = Vec::new();
     write_float(
@@ -155,7 +164,9 @@ fn straddling_groups_tell_the_story_of_the_dequantized_float_model() {
         Format::Float32V1,
     )
     .unwrap();
-    let dequantized = Model::from_bytes(float_bytes).unwrap();
+    let dequantized = Model::from_bytes(float_bytes)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let story = greedy_story(&dequantized, 200);
     assert_eq!(greedy_story(&int8, 200), story);
     // The same through the command line, which prints it with a newline.
@@ -163,6 +174,7 @@ fn straddling_groups_tell_the_story_of_the_dequantized_float_model() {
         stories260k_q8().to_str().unwrap(),
         "-z",
         tok512().to_str().unwrap(),
+        "--exact",
         "-t",
         "0",
         "-n",
@@ -173,14 +185,18 @@ fn straddling_groups_tell_the_story_of_the_dequantized_float_model() {
 
 #[test]
 fn quantized_model_stays_close_to_the_float_one() {
-    let float = Model::open(stories260k()).unwrap();
+    let float = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let dir = TempDir::new("quantize-close");
     let out = dir.path("q.bin");
     let quantized =
         llama2::convert::quantize_to_file(&float, &out, None).expect("stories260K quantizes");
     assert_eq!(quantized.group_size, 4);
     assert!(quantized.max_error < 0.01, "{quantized:?}");
-    let int8 = Model::open(&out).unwrap();
+    let int8 = Model::open(&out)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
 
     // Logits along a story stay within a small fraction of their spread.
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();

@@ -12,7 +12,9 @@ use llama2::convert::{write_float, write_int8, FloatTensors};
 use llama2::{evaluate, Chat, Config, Error, Generator, Model, Sampler, Tokenizer};
 
 fn model() -> Model {
-    Model::open(stories260k()).unwrap()
+    Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact)
 }
 
 fn tokenizer() -> Tokenizer {
@@ -42,12 +44,16 @@ fn models_and_tokenizers_load_from_paths_or_memory_alike() {
     let model_bytes = std::fs::read(stories260k()).unwrap();
     let tok_bytes = std::fs::read(tok512()).unwrap();
     let from_vec = (
-        Model::from_bytes(model_bytes.clone()).unwrap(),
+        Model::from_bytes(model_bytes.clone())
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact),
         Tokenizer::from_bytes(&tok_bytes, Some(512)).unwrap(),
     );
     let leaked: &'static [u8] = Box::leak(model_bytes.into_boxed_slice());
     let from_static = (
-        Model::from_static(leaked).unwrap(),
+        Model::from_static(leaked)
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact),
         Tokenizer::from_bytes(&tok_bytes, None).unwrap(),
     );
     // The text iterator gives llama2.c's story (which has no byte-token characters).
@@ -193,7 +199,9 @@ fn forward_refuses_bad_tokens_positions_and_foreign_states() {
         model.forward(&mut foreign, 1, 0),
         Err(Error::InvalidInput(_))
     ));
-    let q8 = Model::open(stories260k_q8()).unwrap();
+    let q8 = Model::open(stories260k_q8())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut same_shape = q8.new_state().unwrap();
     assert_eq!(model.forward(&mut same_shape, 1, 0).unwrap().len(), 512);
 }
@@ -206,7 +214,9 @@ fn random_model(config: Config) -> Model {
         Format::Float32V1,
     )
     .unwrap();
-    Model::from_bytes(bytes).unwrap()
+    Model::from_bytes(bytes)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact)
 }
 
 #[test]

@@ -7,7 +7,12 @@ use common::*;
 fn run_and_compare(extra: &[&str], expected_file: &str) {
     let model = stories260k();
     let tok = tok512();
-    let mut args = vec![model.to_str().unwrap(), "-z", tok.to_str().unwrap()];
+    let mut args = vec![
+        model.to_str().unwrap(),
+        "-z",
+        tok.to_str().unwrap(),
+        "--exact",
+    ];
     args.extend_from_slice(extra);
     let output = llama2_str(&args);
     assert!(

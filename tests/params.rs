@@ -19,7 +19,9 @@ fn flat_buffer_is_the_legacy_file_body() {
     // A legacy file is the header, the tensors in Params order up to the final norm, then two
     // RoPE tables (the classifier is shared in stories260K).
     let bytes = std::fs::read(stories260k()).unwrap();
-    let model = Model::from_bytes(bytes.clone()).unwrap();
+    let model = Model::from_bytes(bytes.clone())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let params = Params::from_model(&model).unwrap();
     let body = floats(&bytes[28..28 + params.len() * 4]);
     assert!(model.config().shared_classifier);
@@ -29,7 +31,9 @@ fn flat_buffer_is_the_legacy_file_body() {
 
 #[test]
 fn params_round_trip_through_a_model_and_a_file() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let params = Params::from_model(&model).unwrap();
     let again = Params::from_model(&params.to_model().unwrap()).unwrap();
     assert_eq!(params.data(), again.data());
@@ -38,7 +42,12 @@ fn params_round_trip_through_a_model_and_a_file() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.bin");
     params.save(&path, Format::Legacy).unwrap();
-    let saved = Params::from_model(&Model::open(&path).unwrap()).unwrap();
+    let saved = Params::from_model(
+        &Model::open(&path)
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact),
+    )
+    .unwrap();
     assert_eq!(params.data(), saved.data());
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
@@ -47,8 +56,15 @@ fn params_round_trip_through_a_model_and_a_file() {
 
 #[test]
 fn int8_models_are_dequantized() {
-    let q8 = Model::open(stories260k_q8()).unwrap();
-    let float = Params::from_model(&Model::open(stories260k()).unwrap()).unwrap();
+    let q8 = Model::open(stories260k_q8())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
+    let float = Params::from_model(
+        &Model::open(stories260k())
+            .unwrap()
+            .with_arithmetic(llama2::Arithmetic::Exact),
+    )
+    .unwrap();
     let params = Params::from_model(&q8).unwrap();
     assert_eq!(params.len(), float.len());
     // Group size 8: each value within half a quantization step (max|group| / 127 / 2).

@@ -20,7 +20,9 @@ fn random_model(config: Config, seed: u64, format: Format) -> Model {
         }
         _ => convert::write_float(&mut bytes, &tensors, format).unwrap(),
     }
-    Model::from_bytes(bytes).unwrap()
+    Model::from_bytes(bytes)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact)
 }
 
 fn config(dim: usize, hidden: usize, layers: usize, heads: usize, kv_heads: usize) -> Config {
@@ -159,7 +161,9 @@ fn bad_batches_are_errors_and_leave_the_state_alone() {
 
 #[test]
 fn stories260k_batched_logits_equal_one_at_a_time() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let prompt = tokens(300, 512, 2);
     assert_batch_equals_one_at_a_time(&model, &prompt, "stories260K");
 }
@@ -195,7 +199,9 @@ fn reference_generate(
 
 #[test]
 fn generator_with_batched_prompt_equals_one_at_a_time() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let prompt = b"Once upon a time, there was a little girl named Lily. She loved to play";
     let ids = tokenizer.encode(prompt, true, false).unwrap();
@@ -275,7 +281,9 @@ fn reference_chat(
 
 #[test]
 fn chat_with_batched_prompts_equals_one_at_a_time() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let turns: [&[u8]; 3] = [
         b"Tell me a story about a dog and a ball in the park, please.",
@@ -315,7 +323,9 @@ fn chat_with_batched_prompts_equals_one_at_a_time() {
 
 #[test]
 fn batched_evaluation_equals_one_at_a_time() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let text = "Once upon a time, there was a little girl named Lily. She loved to play outside. "
         .repeat(40);

@@ -34,7 +34,9 @@ fn threads_are_started_only_by_the_parallel_feature() {
         Format::Float32V1,
     )
     .unwrap();
-    let model = Model::from_bytes(bytes).unwrap();
+    let model = Model::from_bytes(bytes)
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut state = model.new_state().unwrap();
 
     let before = threads();

@@ -80,7 +80,12 @@ fn parse_line(line: &str) -> Line {
 fn run(args: &[&str]) -> (Vec<u8>, String) {
     let model = stories260k();
     let tok = tok512();
-    let mut all = vec![model.to_str().unwrap(), "-z", tok.to_str().unwrap()];
+    let mut all = vec![
+        model.to_str().unwrap(),
+        "-z",
+        tok.to_str().unwrap(),
+        "--exact",
+    ];
     all.extend(args);
     let out = llama2_str(&all);
     assert!(
@@ -105,7 +110,9 @@ fn check_against_naive(temperature: &str, t: f64) {
     assert_eq!(stdout, plain_stdout, "--top-k changed stdout");
 
     // The token ids, from the library with the same settings.
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     let sampler = Sampler::new(t as f32, 0.9, 7).unwrap();
     let generator = Generator::new(&model, &tokenizer, sampler, prompt.as_bytes(), 40).unwrap();
@@ -172,7 +179,9 @@ fn sampled_candidates_match_the_logits() {
 
 #[test]
 fn watching_does_not_change_the_tokens_sampled() {
-    let model = Model::open(stories260k()).unwrap();
+    let model = Model::open(stories260k())
+        .unwrap()
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let tokenizer = Tokenizer::open(tok512(), 512).unwrap();
     for (t, p) in [(0.0, 0.9), (1.0, 0.9), (0.7, 1.0), (1.3, 0.5)] {
         let ids = |k: usize| -> Vec<u32> {

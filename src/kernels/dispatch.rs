@@ -9,7 +9,10 @@
 //!
 //! Adding a kind of kernel (another instruction set, or a faster arithmetic than `run.c`'s) is
 //! adding its functions and one constructor that fills a [`Kernels`] with them: nothing above
-//! this module changes.
+//! this module changes. The fast arithmetic ([`Arithmetic::Fast`], [`Kernels::fast`]) is such a
+//! table: the exact one for the same instruction set, with the steps that decoding spends its
+//! time in (one position's matrix products, attention's dot products and weighted sums, softmax)
+//! taken from [`crate::fast`] instead, in the [`fast::Kernel`] a timing chose.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -17,6 +20,7 @@ use crate::prelude::*;
 use super::exact::{self, HeadShape, MAX_KV_MUL, TOKEN_BLOCK};
 #[cfg(target_arch = "x86_64")]
 use super::x86::{avx2, avx512};
+use crate::fast;
 use crate::quant::{self, Q8Matrix, QuantizedVector};
 
 /// An instruction set the kernels can run on.
@@ -90,6 +94,29 @@ impl Isa {
     }
 }
 
+/// How the forward pass rounds: in `run.c`'s order, or fast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Arithmetic {
+    /// Each dot product split over vector lanes with fused multiply-add and several partial
+    /// sums, softmax with a vectorised `exp` ([`crate::fast`]): not `run.c`'s bits, but the same
+    /// bits for any number of threads and on every instruction set.
+    #[default]
+    Fast,
+    /// Every sum in `run.c`'s order and the C library's `exp`: byte for byte what llama2.c's
+    /// `run.c` and `runq.c` (built without fast-math) compute.
+    Exact,
+}
+
+impl Arithmetic {
+    /// Its name: `fast` or `exact`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arithmetic::Fast => "fast",
+            Arithmetic::Exact => "exact",
+        }
+    }
+}
+
 /// True if the CPU has AVX-512's byte dot products (VNNI, with F and BW), which the AVX-512
 /// table uses for int8 matrices.
 #[cfg(target_arch = "x86_64")]
@@ -118,6 +145,10 @@ exact::instantiate!(
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
     isa: Isa,
+    /// `Some` for [`Arithmetic::Fast`]: the fast kernel that the methods with a fast version
+    /// call instead of the table's entry (matrix products of one position, attention's dots
+    /// and weighted sums, softmax).
+    fast: Option<fast::Kernel>,
     /// `out[i] = w[i] · x` for the rows of `w`; see [`exact::matvec`].
     matvec: unsafe fn(&mut [f32], &[f32], &[f32]),
     /// One dot product per row of a strided matrix; see [`exact::dots_strided`].
@@ -148,6 +179,7 @@ macro_rules! exact_table {
     ($isa:expr, $m:ident, $q8:expr) => {
         Kernels {
             isa: $isa,
+            fast: None,
             matvec: $m::matvec,
             dots_strided: $m::dots_strided,
             matmul_t: $m::matmul_t,
@@ -190,14 +222,47 @@ impl Kernels {
         }
     }
 
+    /// The fast-arithmetic kernels running `kernel` (see [`Arithmetic::Fast`]): the exact table
+    /// of the same instruction set, except that one position's matrix products (float and int8),
+    /// attention's dot products and weighted sums, and softmax call [`crate::fast`] with
+    /// `kernel`. Batches of positions (a prompt) keep the exact products, which read each weight
+    /// once for the whole batch.
+    pub fn fast(kernel: fast::Kernel) -> Kernels {
+        let isa = match kernel.isa {
+            fast::Isa::Portable => Isa::Portable,
+            fast::Isa::Avx2 => Isa::Avx2,
+            fast::Isa::Avx512 => Isa::Avx512,
+        };
+        Kernels {
+            fast: Some(kernel),
+            ..Kernels::exact(isa)
+        }
+    }
+
     /// The instruction set of this table.
     pub fn isa(&self) -> Isa {
         self.isa
     }
 
+    /// How this table rounds.
+    pub fn arithmetic(&self) -> Arithmetic {
+        match self.fast {
+            Some(_) => Arithmetic::Fast,
+            None => Arithmetic::Exact,
+        }
+    }
+
+    /// The fast kernel this table runs ([`Arithmetic::Fast`] only).
+    pub fn fast_kernel(&self) -> Option<fast::Kernel> {
+        self.fast
+    }
+
     /// `out[i] = w[i] · x` for each row `i` of the row-major matrix `w`, `(out.len(), x.len())`.
     pub fn matvec(&self, out: &mut [f32], w: &[f32], x: &[f32]) {
         assert_eq!(w.len(), out.len() * x.len(), "matrix shape does not match");
+        if let Some(kernel) = self.fast {
+            return fast::matvec_f32(kernel, out, w, x);
+        }
         // SAFETY: the table's CPU check (constructors) and the shape check above.
         unsafe { (self.matvec)(out, w, x) }
     }
@@ -206,6 +271,9 @@ impl Kernels {
     /// matrix whose rows lie `stride` apart, such as one attention head's cached keys.
     pub fn dots_strided(&self, out: &mut [f32], x: &[f32], rows: &[f32], stride: usize) {
         check_strided(out.len(), x.len(), rows.len(), stride);
+        if let Some(kernel) = self.fast {
+            return fast::dots_f32_strided(kernel, out, rows, stride, x);
+        }
         // SAFETY: the table's CPU check (constructors) and the shape check above.
         unsafe { (self.dots_strided)(out, x, rows, stride) }
     }
@@ -234,6 +302,9 @@ impl Kernels {
     /// order of `t`: one attention head's weighted sum of its cached values.
     pub fn weighted_sum(&self, out: &mut [f32], weights: &[f32], rows: &[f32], stride: usize) {
         check_strided(weights.len(), out.len(), rows.len(), stride);
+        if let Some(kernel) = self.fast {
+            return fast::weighted_sum(kernel.isa, out, weights, rows, stride);
+        }
         // SAFETY: the table's CPU check (constructors) and the shape check above.
         unsafe { (self.weighted_sum)(out, weights, rows, stride) }
     }
@@ -317,6 +388,11 @@ impl Kernels {
         if width == 0 {
             return;
         }
+        if let Some(kernel) = self.fast {
+            x.chunks_mut(width)
+                .for_each(|row| fast::softmax(kernel.isa, row));
+            return;
+        }
         // SAFETY: the table's CPU check (constructors); any slice and width will do.
         unsafe { (self.softmax_rows)(x, width) }
     }
@@ -340,6 +416,15 @@ impl Kernels {
             "rows out of bounds"
         );
         w.check_quantized_input(xs);
+        if let (Some(kernel), [x]) = (self.fast, xs) {
+            if w.group_size.is_multiple_of(4) {
+                let (rows, groups) = (out.len(), w.cols / w.group_size);
+                let wq = &w.values[first_row * w.cols..(first_row + rows) * w.cols];
+                let ws = &w.scales[first_row * groups..(first_row + rows) * groups];
+                let (xq, xs) = (&x.values[..], &x.scales[..]);
+                return fast::matvec_q8(kernel, out, wq, ws, xq, xs, w.group_size);
+            }
+        }
         if w.suits_simd_kernels() {
             // SAFETY: the table's CPU check (constructors), and the checks above: rows aligned
             // to groups of a size the SIMD kernels take, inside the matrix, and every vector

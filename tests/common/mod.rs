@@ -52,7 +52,9 @@ pub fn stories260k_q8() -> PathBuf {
 /// stories260K rewritten in the version 1 layout (float32 with a 256-byte header).
 pub fn stories260k_v1_bytes() -> Vec<u8> {
     use llama2::convert::{write_float, FloatTensors};
-    let model = llama2::Model::open(stories260k()).expect("stories260K loads");
+    let model = llama2::Model::open(stories260k())
+        .expect("stories260K loads")
+        .with_arithmetic(llama2::Arithmetic::Exact);
     let mut bytes = Vec::new();
     write_float(
         &mut bytes,
