@@ -15,9 +15,9 @@
 //! | [`vector`] | the register trait, and a portable 8-lane one |
 //! | [`crate::quant`] | int8 types and the int8 kernels (plain and x86), which `dispatch` tables |
 //!
-//! [`plain`] holds `run.c`'s loops written as plainly as possible (matmul, RMSNorm, softmax,
-//! RoPE, attention, SwiGLU): the tests hold every kernel to them, directly or through results
-//! that must be equal bit for bit (a batch against one position at a time, for instance).
+//! The tests hold every exact kernel to [`crate::reference`], `run.c`'s loops written as
+//! plainly as possible (matmul, RMSNorm, softmax, RoPE, attention, SwiGLU), directly or through
+//! results that must be equal bit for bit (a batch against one position at a time, say).
 //!
 //! ## From a model step to the loop that does it
 //!
@@ -39,7 +39,6 @@ pub mod dispatch;
 pub mod exact;
 mod ops;
 pub mod parallel;
-pub mod plain;
 pub mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;

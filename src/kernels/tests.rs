@@ -1,12 +1,54 @@
-//! The fast kernels against the plain ones, on random inputs of awkward sizes, on every
+//! The exact kernels against [`crate::reference`], on random inputs of awkward sizes, on every
 //! instruction set this CPU has (each called explicitly, not only the one dispatch picks).
 //!
-//! The plain kernels are `run.c`'s loops, and every fast kernel must give their bits exactly:
-//! that is what makes our sampled text `run.c`'s, so nothing here allows a tolerance.
+//! The reference's building blocks are `run.c`'s loops, and every exact kernel must give their
+//! bits: that is what makes our sampled text `run.c`'s, so nothing here allows a tolerance.
 
 use super::exact::{transpose_tokens, TOKEN_BLOCK};
 use super::*;
 use crate::rng::Rng;
+
+/// The reference model's building blocks in the shapes these tests call them with (slices to
+/// fill rather than new vectors; every head of a position at once).
+mod plain {
+    use crate::reference;
+
+    pub fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
+        out.copy_from_slice(&reference::matmul_f32(w, x, out.len()));
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        reference::matmul_f32(a, b, 1)[0]
+    }
+
+    pub fn rms_norm(out: &mut [f32], x: &[f32], weight: &[f32]) {
+        out.copy_from_slice(&reference::rmsnorm(x, weight));
+    }
+
+    pub use reference::{rope, softmax, swiglu};
+
+    /// Attention of one position's `n_heads` queries over `n_pos` cached positions; query head
+    /// `h` reads key/value head `h / kv_mul`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        out: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        n_pos: usize,
+        n_heads: usize,
+        kv_mul: usize,
+        head_dim: usize,
+    ) {
+        let kv_dim = keys.len() / n_pos;
+        for h in 0..n_heads {
+            let q_head = &q[h * head_dim..(h + 1) * head_dim];
+            let (head_out, _) =
+                reference::attention_head(q_head, keys, values, kv_dim, (h / kv_mul) * head_dim);
+            out[h * head_dim..(h + 1) * head_dim].copy_from_slice(&head_out);
+        }
+    }
+}
 
 /// `out = W x` for a float matrix, through the detected kernels and threads.
 fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
