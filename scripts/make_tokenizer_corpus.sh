@@ -9,7 +9,7 @@
 #
 # and the ~10 MB speed corpus (not committed) with
 #
-#     sh scripts/make_tokenizer_corpus.sh 200001 209000 512 > /tmp/corpus10mb.txt
+#     sh scripts/make_tokenizer_corpus.sh 200001 213400 512 > /tmp/corpus10mb.txt
 set -eu
 first=$1
 last=$2

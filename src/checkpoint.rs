@@ -16,6 +16,8 @@
 //! [`crate::model`] borrows the tensors through the ranges found here.
 
 use crate::error::{Error, Result};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::storage::Storage;
 
 /// `"ak42"` read as a little-endian `u32`: the first four bytes of version 1 and 2 files.
@@ -372,7 +374,7 @@ const FIELD_NAMES: [&str; 7] = [
     "seq_len",
 ];
 
-fn parse_legacy_header(bytes: &[u8]) -> std::result::Result<(Format, Config, usize), String> {
+fn parse_legacy_header(bytes: &[u8]) -> core::result::Result<(Format, Config, usize), String> {
     let mut fields = [0i64; 7];
     for (i, field) in fields.iter_mut().enumerate() {
         *field = read_i32(bytes, 4 * i) as i64;
@@ -384,7 +386,7 @@ fn parse_legacy_header(bytes: &[u8]) -> std::result::Result<(Format, Config, usi
     Ok((Format::Legacy, config, LEGACY_HEADER_BYTES))
 }
 
-fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, usize), String> {
+fn parse_versioned_header(bytes: &[u8]) -> core::result::Result<(Format, Config, usize), String> {
     if bytes.len() < VERSIONED_HEADER_BYTES {
         return Err(format!(
             "file is {} bytes, shorter than the {VERSIONED_HEADER_BYTES}-byte version header",
@@ -427,7 +429,7 @@ fn parse_versioned_header(bytes: &[u8]) -> std::result::Result<(Format, Config, 
 fn validate_fields(
     fields: [i64; 7],
     shared_classifier: bool,
-) -> std::result::Result<Config, String> {
+) -> core::result::Result<Config, String> {
     for (value, name) in fields.iter().zip(FIELD_NAMES) {
         if *value <= 0 || *value > MAX_FIELD {
             return Err(format!(
@@ -469,7 +471,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn floats(&mut self, len: u64) -> std::result::Result<TensorRange, String> {
+    fn floats(&mut self, len: u64) -> core::result::Result<TensorRange, String> {
         let start = self.at;
         self.at = add(self.at, mul(len, 4)?)?;
         Ok(TensorRange {
@@ -479,7 +481,11 @@ impl Cursor {
         })
     }
 
-    fn quantized(&mut self, len: u64, group_size: u64) -> std::result::Result<TensorRange, String> {
+    fn quantized(
+        &mut self,
+        len: u64,
+        group_size: u64,
+    ) -> core::result::Result<TensorRange, String> {
         let start = self.at;
         let scales = add(start, len)?;
         self.at = add(scales, mul(len / group_size, 4)?)?;
@@ -490,19 +496,19 @@ impl Cursor {
         })
     }
 
-    fn skip_floats(&mut self, len: u64) -> std::result::Result<(), String> {
+    fn skip_floats(&mut self, len: u64) -> core::result::Result<(), String> {
         self.at = add(self.at, mul(len, 4)?)?;
         Ok(())
     }
 }
 
-fn mul(a: u64, b: u64) -> std::result::Result<u64, String> {
+fn mul(a: u64, b: u64) -> core::result::Result<u64, String> {
     a.checked_mul(b)
         .filter(|&v| v <= isize::MAX as u64)
         .ok_or_else(|| "header implies a size too large for this machine".to_string())
 }
 
-fn add(a: u64, b: u64) -> std::result::Result<u64, String> {
+fn add(a: u64, b: u64) -> core::result::Result<u64, String> {
     a.checked_add(b)
         .filter(|&v| v <= isize::MAX as u64)
         .ok_or_else(|| "header implies a size too large for this machine".to_string())
@@ -513,7 +519,7 @@ fn expected_file_size(
     format: Format,
     c: &Config,
     body_start: usize,
-) -> std::result::Result<u64, String> {
+) -> core::result::Result<u64, String> {
     let (dim, hidden, layers) = (c.dim as u64, c.hidden_dim as u64, c.n_layers as u64);
     let (vocab, kv_dim) = (c.vocab_size as u64, c.kv_dim() as u64);
     let embedding = mul(vocab, dim)?;
@@ -568,7 +574,7 @@ fn compute_layout(
     format: Format,
     c: &Config,
     body_start: usize,
-) -> std::result::Result<(Layout, u64), String> {
+) -> core::result::Result<(Layout, u64), String> {
     let mut cur = Cursor {
         at: body_start as u64,
     };

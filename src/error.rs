@@ -4,17 +4,21 @@
 //! what was wrong (the file, the argument) and why, so the command-line tool can print it as is.
 //! The library never prints, never exits and never panics on bad input: it returns one of these.
 
-use std::fmt;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use core::fmt;
+#[cfg(feature = "std")]
 use std::path::Path;
 
-/// Shorthand for `std::result::Result<T, llama2::Error>`.
-pub type Result<T> = std::result::Result<T, Error>;
+/// Shorthand for `core::result::Result<T, llama2::Error>`.
+pub type Result<T> = core::result::Result<T, Error>;
 
 /// Everything that can go wrong when loading or running a model.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be opened, read or written.
+    #[cfg(feature = "std")]
     Io {
         /// The file's path as given.
         path: String,
@@ -47,6 +51,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg(feature = "std")]
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().display().to_string(),
@@ -76,6 +81,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "std")]
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::Checkpoint { name, problem } => write!(f, "checkpoint {name}: {problem}"),
             Error::Tokenizer { name, problem } => write!(f, "tokenizer {name}: {problem}"),
@@ -87,9 +93,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
+            #[cfg(feature = "std")]
             Error::Io { source, .. } => Some(source),
             _ => None,
         }

@@ -6,6 +6,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Logits, Model, State};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sampler::Sampler;
 use crate::text::{Text, Token};
 use crate::tokenizer::{self, Tokenizer, BOS, EOS};

@@ -43,7 +43,10 @@
 //! that cannot be had is [`Error::OutOfMemory`] rather than an abort.
 //!
 //! With the `parallel` feature (the default) large matrix products run on rayon's thread pool;
-//! without it the crate uses no threads at all and depends only on `memmap2`.
+//! without it the crate uses no threads at all. Without the `std` feature (also a default) the
+//! crate is `#![no_std]` with `alloc` and depends on nothing: models and tokenizers come from
+//! bytes ([`Model::from_static`], [`Tokenizer::from_bytes`]), and the maths the C library would
+//! give comes from [`math`]. See the README's "Small devices" section.
 //!
 //! A model opened with [`Model::open`] reads its weights straight from a memory map of the
 //! file, which must therefore not be truncated or rewritten while the model is alive.
@@ -54,35 +57,50 @@
 //! matching shapes (and panic otherwise): the stable API is the rest of the crate.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
 
+mod prelude;
+
+#[cfg(feature = "std")]
 pub mod attention;
+#[cfg(feature = "std")]
 pub mod bpe;
 #[cfg(feature = "capi")]
 pub mod capi;
 pub mod checkpoint;
+#[cfg(feature = "std")]
 pub mod convert;
+#[cfg(feature = "std")]
 pub mod corpus;
 pub mod error;
 #[doc(hidden)]
 pub mod fast;
+#[cfg(feature = "std")]
+pub mod gemm;
 pub mod generate;
+#[cfg(feature = "std")]
 pub mod inspect;
 pub mod kernels;
 pub mod math;
 pub mod model;
 pub mod params;
+mod platform;
+#[cfg(feature = "std")]
 pub mod pretokenize;
 pub mod quant;
 pub mod reference;
 pub mod rng;
 pub mod sampler;
 pub(crate) mod storage;
+#[cfg(feature = "std")]
 pub mod svg;
 pub mod text;
 pub mod tokenizer;
 pub mod top_k;
+#[cfg(feature = "std")]
+pub mod train;
 
 pub use checkpoint::{Config, Format};
 pub use error::{Error, Result};

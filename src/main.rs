@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use llama2::attention::{token_labels, AttentionMaps};
 use llama2::{
-    bpe, convert, evaluate, pretokenize, top_k, Arithmetic, Chat, Generator, Model, Sampler, Token,
-    Tokenizer,
+    bpe, convert, evaluate, pretokenize, top_k, train, Arithmetic, Chat, Generator, Model, Sampler,
+    Token, Tokenizer,
 };
 
 const USAGE: &str = "\
@@ -22,6 +22,7 @@ Usage:   llama2 <checkpoint> [options]
          llama2 pretokenize -z <tokenizer> -o <out.bin> <input>...
          llama2 inspect <checkpoint> [--stats]
          llama2 attention <checkpoint> [-z <tokenizer>] -i <text> -o <picture.svg>
+         llama2 train --data <tokens.bin> --out <dir> [options] (llama2 train --help)
 Example: llama2 model.bin -n 256 -i \"Once upon a time\"
 Options:
   -t <float>  temperature in [0,inf], default 1.0
@@ -44,6 +45,7 @@ Commands:
   tokenize    print the token ids of the text (BOS first), one line
   quantize    write an int8 (version 2) copy of a float checkpoint; the group size defaults
               to the largest of at most 64 that divides every row length
+  train       train a new model or fine-tune one (train.py's flags; see llama2 train --help)
   train-tokenizer  train a SentencePiece-style BPE vocabulary on text files (.txt: a document
               per line; .json: TinyStories shards) and write it in tokenizer.bin format
   pretokenize write the documents as BOS + token ids, little-endian u16 (llama2.c's format)
@@ -99,6 +101,9 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
     if first == "quantize" {
         return quantize(&args[1..]);
+    }
+    if first == "train" {
+        return train(&args[1..]);
     }
     if first == "train-tokenizer" {
         return train_tokenizer(&args[1..]);
@@ -270,15 +275,22 @@ impl Options {
     }
 
     fn configure_threads(&self) -> Result<(), Failure> {
-        #[cfg(feature = "parallel")]
-        if let Some(threads) = self.threads {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()
-                .map_err(|e| Failure(format!("--threads: {e}")))?;
-        }
-        Ok(())
+        configure_threads(self.threads)
     }
+}
+
+/// Size rayon's global pool (`--threads`); without the `parallel` feature there are no threads.
+fn configure_threads(threads: Option<usize>) -> Result<(), Failure> {
+    #[cfg(feature = "parallel")]
+    if let Some(threads) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| Failure(format!("--threads: {e}")))?;
+    }
+    #[cfg(not(feature = "parallel"))]
+    let _ = threads;
+    Ok(())
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &OsStr) -> Result<T, Failure> {
@@ -534,6 +546,38 @@ fn quantize(args: &[OsString]) -> Result<(), Failure> {
         output.to_string_lossy(),
         result.group_size,
         result.max_error
+    );
+    Ok(())
+}
+
+/// `llama2 train FLAGS`: progress lines on stderr, the outcome on stdout.
+fn train(args: &[OsString]) -> Result<(), Failure> {
+    if args.iter().any(|a| is_help(a)) {
+        print!("{}", train::TrainOptions::usage());
+        return Ok(());
+    }
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let options = train::TrainOptions::parse(&args)?;
+    configure_threads(options.threads)?;
+    let mut max_iters = 0;
+    let summary = train::run(&options, |event| match event {
+        train::Progress::Start(info) => {
+            max_iters = info.settings.max_iters;
+            eprintln!("{}", info.describe());
+        }
+        train::Progress::Row(row, eta) => eprintln!("{}", row.progress_line(max_iters, eta)),
+        train::Progress::SavedModel(step) => eprintln!("step {step}: saved model.bin"),
+    })?;
+    let best = summary
+        .best_val_loss
+        .map_or(String::new(), |l| format!(", best val loss {l:.4}"));
+    println!(
+        "trained to step {}{best}: {}",
+        summary.step,
+        summary.model.display()
     );
     Ok(())
 }

@@ -200,6 +200,203 @@ pub fn powf(x: f32, y: f32) -> f32 {
     }
 }
 
+/// e^x in `f64`, for losses and perplexities summed in double precision.
+pub fn exp_f64_checked(x: f64) -> f64 {
+    if x.is_nan() {
+        x
+    } else if x > 709.0 {
+        f64::INFINITY
+    } else if x < -745.0 {
+        0.0
+    } else if x < -700.0 {
+        // exp_f64 splits 2^k in two normal factors; this far down the result is subnormal.
+        exp_f64(x + 64.0 * core::f64::consts::LN_2) * pow2(-64)
+    } else {
+        exp_f64(x)
+    }
+}
+
+/// ln(x) in `f64` (NaN below zero, -inf at zero).
+pub fn ln_f64_checked(x: f64) -> f64 {
+    if x.is_nan() || x < 0.0 {
+        f64::NAN
+    } else if x == 0.0 {
+        f64::NEG_INFINITY
+    } else if x.is_infinite() {
+        x
+    } else if x < f64::MIN_POSITIVE {
+        // Subnormal: scale into the normal range first.
+        ln_f64(x * pow2(64)) - 64.0 * core::f64::consts::LN_2
+    } else {
+        ln_f64(x)
+    }
+}
+
+/// The C library's functions as methods on `f32` and `f64`, for code that must build without
+/// `std`. With `std` the floats' own methods (the C library's) take precedence wherever both
+/// are in scope, so importing this changes nothing there; without `std` it supplies them from
+/// this module. `crate::prelude` imports it only for builds without `std`.
+pub trait Float: Sized {
+    /// e^self.
+    fn exp(self) -> Self;
+    /// The natural logarithm.
+    fn ln(self) -> Self;
+    /// The square root.
+    fn sqrt(self) -> Self;
+    /// The sine.
+    fn sin(self) -> Self;
+    /// The cosine.
+    fn cos(self) -> Self;
+    /// self^y, for a positive base.
+    fn powf(self, y: Self) -> Self;
+    /// `self * a + b` with one rounding (C's `fmaf`).
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The nearest integer, halfway cases away from zero (C's `roundf`).
+    fn round(self) -> Self;
+    /// The nearest integer, halfway cases to even.
+    fn round_ties_even(self) -> Self;
+}
+
+/// `a * b + c` rounded once, like C's `fmaf`. The product of two `f32`s is exact in `f64`; the
+/// sum is rounded to odd in `f64` (the last bit set when anything was lost), which makes the
+/// final rounding to `f32` give the correctly rounded result, as a fused instruction would.
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let p = a as f64 * b as f64;
+    let c = c as f64;
+    let s = p + c;
+    if !s.is_finite() {
+        return s as f32;
+    }
+    // What the f64 sum lost (Knuth's two-sum).
+    let v = s - p;
+    let lost = (p - (s - v)) + (c - v);
+    if lost != 0.0 && s.to_bits() & 1 == 0 {
+        // Round to odd: step one ulp toward the lost part.
+        let toward_zero = (lost > 0.0) != (s > 0.0);
+        let bits = if toward_zero {
+            s.to_bits() - 1
+        } else {
+            s.to_bits() + 1
+        };
+        return f64::from_bits(bits) as f32;
+    }
+    s as f32
+}
+
+/// Values at least this large (2^23) are integers already.
+const F32_INTEGERS: f32 = 8_388_608.0;
+
+/// Drop the fraction of `x` (`|x| < 2^23`).
+fn trunc_small(x: f32) -> f32 {
+    x as i32 as f32
+}
+
+impl Float for f32 {
+    fn exp(self) -> f32 {
+        exp(self)
+    }
+    fn ln(self) -> f32 {
+        ln(self)
+    }
+    fn sqrt(self) -> f32 {
+        sqrt(self)
+    }
+    fn sin(self) -> f32 {
+        sin(self)
+    }
+    fn cos(self) -> f32 {
+        cos(self)
+    }
+    fn powf(self, y: f32) -> f32 {
+        powf(self, y)
+    }
+    fn mul_add(self, a: f32, b: f32) -> f32 {
+        fma(self, a, b)
+    }
+    fn round(self) -> f32 {
+        if self.is_nan() || self.abs() >= F32_INTEGERS {
+            return self;
+        }
+        let t = trunc_small(self);
+        if (self - t).abs() >= 0.5 {
+            t + if self < 0.0 { -1.0 } else { 1.0 }
+        } else {
+            t
+        }
+    }
+    fn round_ties_even(self) -> f32 {
+        if self.is_nan() || self.abs() >= F32_INTEGERS {
+            return self;
+        }
+        let t = trunc_small(self);
+        let fraction = (self - t).abs();
+        let away = t + if self < 0.0 { -1.0 } else { 1.0 };
+        if fraction > 0.5 || (fraction == 0.5 && trunc_small(t * 0.5) * 2.0 != t) {
+            away
+        } else {
+            t
+        }
+    }
+}
+
+impl Float for f64 {
+    fn exp(self) -> f64 {
+        exp_f64_checked(self)
+    }
+    fn ln(self) -> f64 {
+        ln_f64_checked(self)
+    }
+    fn sqrt(self) -> f64 {
+        if self.is_nan() || self < 0.0 {
+            return f64::NAN;
+        }
+        if self == 0.0 || self.is_infinite() {
+            return self;
+        }
+        // Newton's method from the halved exponent; a final step rounds within an ulp.
+        let mut y = f64::from_bits((self.to_bits() >> 1) + (1023u64 << 51));
+        for _ in 0..8 {
+            y = 0.5 * (y + self / y);
+        }
+        y
+    }
+    fn sin(self) -> f64 {
+        let (r, q) = reduce_quadrant(self);
+        let (s, c) = sin_cos_small(r);
+        [s, c, -s, -c][q as usize]
+    }
+    fn cos(self) -> f64 {
+        let (r, q) = reduce_quadrant(self);
+        let (s, c) = sin_cos_small(r);
+        [c, -s, -c, s][q as usize]
+    }
+    fn powf(self, y: f64) -> f64 {
+        if y == 0.0 {
+            1.0
+        } else {
+            exp_f64_checked(y * ln_f64_checked(self))
+        }
+    }
+    fn mul_add(self, a: f64, b: f64) -> f64 {
+        // Not needed by the crate in f64; two roundings, documented as such.
+        self * a + b
+    }
+    fn round(self) -> f64 {
+        if self.is_nan() || self.abs() >= 4_503_599_627_370_496.0 {
+            return self;
+        }
+        let t = self as i64 as f64;
+        if (self - t).abs() >= 0.5 {
+            t + if self < 0.0 { -1.0 } else { 1.0 }
+        } else {
+            t
+        }
+    }
+    fn round_ties_even(self) -> f64 {
+        self.round_ties_even_compat()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +467,56 @@ mod tests {
         assert!(worst(cos, f32::cos, -10.0, 10.0, 200_000) <= 1);
         assert!(worst(sin, f32::sin, 0.0, 65536.0, 400_000) <= 1);
         assert!(worst(cos, f32::cos, 0.0, 65536.0, 400_000) <= 1);
+    }
+
+    #[test]
+    fn fma_is_rounded_once() {
+        let mut rng = crate::rng::Rng::new(42);
+        let mut value = || {
+            let m = rng.next_f32() * 2.0 - 1.0;
+            m * [1e-3f32, 1.0, 1e3, 3e-39, 1e30][(rng.next_u32() % 5) as usize]
+        };
+        for _ in 0..200_000 {
+            let (a, b, c) = (value(), value(), value());
+            assert_eq!(
+                fma(a, b, c).to_bits(),
+                a.mul_add(b, c).to_bits(),
+                "{a} {b} {c}"
+            );
+        }
+        // Cancellation: the exact answer is the rounding error of a * b.
+        let (a, b) = (1.0f32 + f32::EPSILON, 1.0f32 - f32::EPSILON);
+        assert_eq!(fma(a, b, -(a * b)), a.mul_add(b, -(a * b)));
+    }
+
+    #[test]
+    fn rounding_matches_std() {
+        let mut x = -300.0f32;
+        while x < 300.0 {
+            for v in [x, x + 0.5, x - 0.5, x + 0.49999997, x + 0.50000006] {
+                assert_eq!(Float::round(v), v.round(), "round({v})");
+                assert_eq!(Float::round_ties_even(v), v.round_ties_even(), "{v}");
+            }
+            x += 0.25;
+        }
+        for v in [1e9f32, -1e9, 0.0, -0.0, f32::INFINITY] {
+            assert_eq!(Float::round(v), v.round());
+        }
+    }
+
+    #[test]
+    fn f64_versions_match_std() {
+        // Down to where e^x is subnormal with a few bits left (relative error is then moot).
+        for i in 0..=20_000 {
+            let x = -708.0 + 1417.0 * i as f64 / 20_000.0;
+            let (ours, theirs) = (exp_f64_checked(x), x.exp());
+            assert!((ours - theirs).abs() <= theirs * 1e-14, "exp({x})");
+            let y = (i as f64 + 0.5) * 1e-3;
+            assert!((ln_f64_checked(y) - y.ln()).abs() <= 1e-14 * y.ln().abs().max(1.0));
+        }
+        assert_eq!(exp_f64_checked(-800.0), 0.0);
+        assert!((exp_f64_checked(-720.0) / (-720f64).exp() - 1.0).abs() < 1e-9);
+        assert_eq!(ln_f64_checked(5e-324), (5e-324f64).ln());
     }
 
     #[test]

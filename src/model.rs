@@ -15,13 +15,19 @@
 //! the candidates on the model's largest matrix), or [`Arithmetic::Exact`] for llama2.c's bits
 //! ([`Model::with_arithmetic`]).
 
-use std::collections::BTreeMap;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
+#[cfg(feature = "std")]
 use std::path::Path;
+#[cfg(feature = "std")]
 use std::time::Duration;
 
 use crate::checkpoint::{Checkpoint, Config, Format, TensorRange};
 use crate::error::{Error, Result};
-use crate::fast::{self, tune};
+use crate::fast;
+#[cfg(feature = "std")]
+use crate::fast::tune;
 use crate::kernels::{self, AttentionShape, Isa, Kernels, MatmulScratch};
 pub use crate::kernels::{Arithmetic, Matrix};
 use crate::quant::Q8Matrix;
@@ -68,12 +74,14 @@ impl Model {
     ///
     /// The model computes in [`Arithmetic::Fast`]; see [`Model::open_with`] and
     /// [`Model::with_arithmetic`] for llama2.c's exact bits.
+    #[cfg(feature = "std")]
     pub fn open(path: impl AsRef<Path>) -> Result<Model> {
         Model::open_with(path, Arithmetic::default())
     }
 
     /// [`Model::open`], computing in `arithmetic` (without timing the fast kernels first when
     /// it is [`Arithmetic::Exact`]).
+    #[cfg(feature = "std")]
     pub fn open_with(path: impl AsRef<Path>, arithmetic: Arithmetic) -> Result<Model> {
         let path = path.as_ref();
         let storage = Storage::map(path)?;
@@ -101,7 +109,7 @@ impl Model {
         Ok(Model {
             checkpoint,
             copied_scales,
-            kernels: *Kernels::detect(),
+            kernels: Kernels::detect(),
         })
     }
 
@@ -130,9 +138,22 @@ impl Model {
     /// reasonable one without measuring, for a tiny model).
     fn fastest_kernel(&self) -> fast::Kernel {
         let guess = fast::Kernel::new(fast::Isa::forced().unwrap_or_else(fast::Isa::widest));
-        if self.largest_matrix() < TUNE_MIN_WEIGHTS {
+        // Without std there is no clock to time kernels with: the guess it is.
+        if cfg!(not(feature = "std")) || self.largest_matrix() < TUNE_MIN_WEIGHTS {
             return guess;
         }
+        self.timed_kernel(guess)
+    }
+
+    /// The fast kernel that runs this model's largest matrix fastest, timed on this CPU.
+    #[cfg(not(feature = "std"))]
+    fn timed_kernel(&self, guess: fast::Kernel) -> fast::Kernel {
+        guess
+    }
+
+    /// The fast kernel that runs this model's largest matrix fastest, timed on this CPU.
+    #[cfg(feature = "std")]
+    fn timed_kernel(&self, guess: fast::Kernel) -> fast::Kernel {
         let candidates = tune::candidates(None);
         let residency = if self.file_size() > CACHED_MODEL_BYTES {
             tune::Residency::Memory
@@ -501,8 +522,10 @@ impl Model {
 /// product that small takes microseconds whichever kernel runs it.
 const TUNE_MIN_WEIGHTS: usize = 1 << 20;
 /// Models larger than this are taken to be read from memory when decoding, not from the caches.
+#[cfg(feature = "std")]
 const CACHED_MODEL_BYTES: usize = 16 << 20;
 /// How long choosing the fast kernel may take.
+#[cfg(feature = "std")]
 const TUNE_BUDGET: Duration = tune::DEFAULT_BUDGET;
 
 /// Which logits [`Model::forward_batch`] computes.

@@ -23,6 +23,8 @@
 pub use crate::checkpoint::TensorKind;
 use crate::checkpoint::{tensor_order, Config, FileEntry, Format};
 use crate::error::{Error, Result};
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// One tensor of a model: what it is, its shape and where it sits in the flat buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +53,7 @@ impl TensorInfo {
     }
 
     /// The tensor's range in the flat buffer.
-    pub fn range(&self) -> std::ops::Range<usize> {
+    pub fn range(&self) -> core::ops::Range<usize> {
         self.offset..self.offset + self.len()
     }
 

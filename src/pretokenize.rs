@@ -3,7 +3,9 @@
 //! The output is what llama2.c's `tinystories.py pretokenize` writes: raw little-endian `u16`
 //! token ids with no header, each document as BOS followed by its tokens (no EOS). Documents
 //! come from [`crate::corpus`] (trimmed, empty ones skipped) and are encoded as
-//! [`Tokenizer::encode`] does with BOS, which gives SentencePiece's ids.
+//! [`Tokenizer::encode`] does with BOS, which gives SentencePiece's ids. One difference from
+//! `tinystories.py`: a story that is empty after trimming is skipped, where it writes a lone
+//! BOS.
 //!
 //! Documents are encoded in parallel a batch at a time and written in input order, so the
 //! output does not depend on the number of threads. This module does not read `.bin` files

@@ -66,6 +66,8 @@
 //! wrong there is not wrong here too. It needs only `core` and `alloc` (plus six C maths
 //! functions, see `c_math`), no files and no threads, so it can move into a `no_std` core.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -442,6 +444,9 @@ pub fn dequantize(w: &Q8Matrix) -> Vec<f32> {
 /// functions of this module that need `std`; a `no_std` build would take them from
 /// [`crate::math`].
 mod c_math {
+    #[allow(unused_imports)]
+    use crate::prelude::*;
+
     pub fn expf(x: f32) -> f32 {
         x.exp()
     }

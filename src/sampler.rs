@@ -4,6 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::kernels;
+#[allow(unused_imports)]
+use crate::prelude::*;
 pub use crate::rng::Rng;
 use crate::top_k::{Candidate, TopK};
 

@@ -4,11 +4,17 @@
 //! views. The only `unsafe` in this module is the mapping itself and the reinterpretation of
 //! aligned bytes as `f32`, both explained where they happen.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
+#[cfg(feature = "std")]
 use std::fs::File;
+#[cfg(feature = "std")]
 use std::path::Path;
 
+#[cfg(feature = "std")]
 use memmap2::Mmap;
 
+#[cfg(feature = "std")]
 use crate::error::{Error, Result};
 
 /// Bytes of a checkpoint, aligned to at least 4 bytes.
@@ -17,6 +23,7 @@ pub struct Storage {
 }
 
 enum Inner {
+    #[cfg(feature = "std")]
     Mapped(Mmap),
     Static(&'static [u8]),
     Owned(Vec<u8>),
@@ -27,6 +34,7 @@ enum Inner {
 
 impl Storage {
     /// Memory-map a file read-only.
+    #[cfg(feature = "std")]
     pub fn map(path: &Path) -> Result<Storage> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
@@ -87,6 +95,7 @@ impl Storage {
     /// All the bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.inner {
+            #[cfg(feature = "std")]
             Inner::Mapped(map) => map,
             Inner::Static(bytes) => bytes,
             Inner::Owned(bytes) => bytes,
@@ -94,7 +103,7 @@ impl Storage {
                 // SAFETY: a `[u32]` is valid as `[u8]` of four times the length; `len` is at most
                 // that many bytes (it was the length of the source we copied from).
                 let all = unsafe {
-                    std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4)
+                    core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4)
                 };
                 &all[..*len]
             }
@@ -117,12 +126,12 @@ impl Storage {
     pub fn i8s(&self, offset: usize, len: usize) -> &[i8] {
         let bytes = &self.bytes()[offset..offset + len];
         // SAFETY: i8 and u8 have the same size, alignment and validity.
-        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<i8>(), bytes.len()) }
+        unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<i8>(), bytes.len()) }
     }
 
     /// True when the `f32` at byte `offset` can be borrowed in place.
     pub fn is_f32_aligned(&self, offset: usize) -> bool {
-        (self.bytes().as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<f32>())
+        (self.bytes().as_ptr() as usize + offset).is_multiple_of(core::mem::align_of::<f32>())
     }
 
     /// Copy `len` little-endian `f32` starting at any byte `offset`.
@@ -135,5 +144,5 @@ impl Storage {
 }
 
 fn is_aligned(bytes: &[u8]) -> bool {
-    (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>())
+    (bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<f32>())
 }

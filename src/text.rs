@@ -9,6 +9,8 @@
 //! does ([`Token::printable`]), which drops the bytes of such characters instead.
 
 use crate::error::Result;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::tokenizer;
 
 /// One generated (or prompt) token and the text it stands for.
@@ -62,7 +64,7 @@ impl Utf8Assembler {
         let mut text = String::new();
         let mut rest = &self.pending[..];
         loop {
-            match std::str::from_utf8(rest) {
+            match core::str::from_utf8(rest) {
                 Ok(valid) => {
                     text.push_str(valid);
                     rest = &[];
@@ -70,7 +72,7 @@ impl Utf8Assembler {
                 }
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
-                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    text.push_str(core::str::from_utf8(valid).unwrap_or_default());
                     match e.error_len() {
                         // Bytes that no continuation can repair.
                         Some(bad) => {

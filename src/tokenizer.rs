@@ -14,8 +14,11 @@
 //! Decoding also follows `run.c`: the leading space of a piece right after BOS is dropped, byte
 //! tokens become their raw byte, and [`printable`] drops lone bytes that are control characters.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::{BTreeMap, BinaryHeap};
+use core::cmp::Ordering;
+#[cfg(feature = "std")]
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -39,13 +42,14 @@ pub struct Tokenizer {
     ends: Vec<usize>,
     scores: Vec<f32>,
     /// Token id of each distinct piece (the lowest id if a piece appears twice).
-    lookup: HashMap<Vec<u8>, u32>,
+    lookup: BTreeMap<Vec<u8>, u32>,
     max_token_length: u32,
 }
 
 impl Tokenizer {
     /// Read a tokenizer file holding at least `vocab_size` tokens (the model's vocabulary size);
     /// tokens past `vocab_size` are ignored, as in `run.c`.
+    #[cfg(feature = "std")]
     pub fn open(path: impl AsRef<Path>, vocab_size: usize) -> Result<Tokenizer> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
@@ -53,6 +57,7 @@ impl Tokenizer {
     }
 
     /// Read every token of a tokenizer file, however many there are (for tools that have no model).
+    #[cfg(feature = "std")]
     pub fn open_all(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
         let bytes = read_file(path)?;
@@ -86,7 +91,7 @@ impl Tokenizer {
             bytes: Vec::new(),
             ends: Vec::new(),
             scores: Vec::new(),
-            lookup: HashMap::new(),
+            lookup: BTreeMap::new(),
             max_token_length: max_token_length as u32,
         };
         while vocab_size.is_none_or(|n| tokenizer.ends.len() < n) {
@@ -347,7 +352,7 @@ fn parse_byte_token(piece: &[u8]) -> Option<u8> {
     if hex.is_empty() {
         return None;
     }
-    let text = std::str::from_utf8(&hex).ok()?;
+    let text = core::str::from_utf8(&hex).ok()?;
     u8::from_str_radix(text, 16).ok()
 }
 
@@ -357,7 +362,7 @@ fn parse_byte_token(piece: &[u8]) -> Option<u8> {
 fn split_code_points(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let is_continuation = |b: u8| b & 0xC0 == 0x80;
     let mut start = 0;
-    std::iter::from_fn(move || {
+    core::iter::from_fn(move || {
         if start >= text.len() {
             return None;
         }
@@ -406,6 +411,7 @@ impl PartialEq for Candidate {
 
 impl Eq for Candidate {}
 
+#[cfg(feature = "std")]
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {

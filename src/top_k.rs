@@ -10,6 +10,8 @@
 //! watch does no work for it.
 
 use crate::error::Result;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::text::escape_piece;
 use crate::tokenizer::Tokenizer;
 

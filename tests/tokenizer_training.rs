@@ -15,6 +15,14 @@ fn fixture(name: &str) -> PathBuf {
     repo(&format!("tests/fixtures/tokenizer/{name}"))
 }
 
+/// Bytes written as hex digits.
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
 /// SentencePiece's pieces with scores, and its token count on the held-out text.
 fn sentencepiece_vocab(name: &str) -> (Vec<(String, f32)>, usize) {
     let text = std::fs::read_to_string(fixture(name)).expect("fixture exists");
@@ -25,11 +33,7 @@ fn sentencepiece_vocab(name: &str) -> (Vec<(String, f32)>, usize) {
             heldout = Some(n.parse().expect("a count"));
         } else if !line.starts_with('#') {
             let (hex, score) = line.split_once('\t').expect("hex<TAB>score");
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect();
-            let piece = String::from_utf8(bytes).expect("UTF-8 piece");
+            let piece = String::from_utf8(unhex(hex)).expect("UTF-8 piece");
             pieces.push((piece, score.parse().expect("a score")));
         }
     }
@@ -215,7 +219,7 @@ fn written_file_is_what_llama2c_exports() {
 #[test]
 fn any_text_round_trips_through_byte_fallback() {
     let tokenizer = tokenizer_of(&train(512));
-    let mut rng = llama2::sampler::Rng::new(7);
+    let mut rng = llama2::rng::Rng::new(7);
     let mut random = move |n: u32| rng.next_u32() % n;
     let fixed = [
         "Once upon a time 😀 there was 𐍈 ünïcödé, 中文, עברית\t\r\n end",
@@ -329,4 +333,21 @@ fn empty_and_invalid_lines_are_skipped_and_counted() {
     ]);
     assert!(output.status.success(), "{output:?}");
     Tokenizer::open_all(dir.path("t.bin")).unwrap();
+}
+
+/// On text with single spaces, our encoder with the trained vocabulary gives SentencePiece's
+/// ids with its own model.
+#[test]
+fn encoding_gives_sentencepiece_ids() {
+    let tokenizer = tokenizer_of(&train(512));
+    let cases = std::fs::read_to_string(fixture("sentencepiece_heldout512_ids.txt")).unwrap();
+    let mut checked = 0;
+    for case in cases.lines() {
+        let (hex, ids) = case.split_once('\t').expect("hex<TAB>ids");
+        let text = unhex(hex);
+        let expected: Vec<u32> = ids.split(' ').map(|id| id.parse().unwrap()).collect();
+        assert_eq!(tokenizer.encode(&text, false, false).unwrap(), expected);
+        checked += 1;
+    }
+    assert_eq!(checked, 80);
 }

@@ -4,11 +4,16 @@
  * them through include/llama2.h and prints the story piece by piece as the callback receives it.
  *
  *   usage: c-demo MODEL TOKENIZER [PROMPT]
+ *
+ * Greedy decoding (temperature 0) for 200 positions, like `run MODEL -z TOKENIZER -t 0 -n 200`.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "llama2.h"
+
+/* The demo's own allocator reports its high-water mark (examples/c-demo/src/lib.rs). */
+size_t llama2_heap_peak(void);
 
 /* The whole file in a heap buffer (malloc's alignment suits the model's float weights). */
 static uint8_t *read_all(const char *path, size_t *len) {
@@ -53,9 +58,10 @@ int main(int argc, char **argv) {
     if (status == LLAMA2_OK)
         status = llama2_tokenizer_open(tok_bytes, tok_len, model, &tokenizer, &error);
     if (status == LLAMA2_OK)
-        status = llama2_generate(model, tokenizer, argc > 3 ? argv[3] : "Once upon a time", 200,
+        status = llama2_generate(model, tokenizer, argc > 3 ? argv[3] : "", 200,
                                  0.0f, 0.9f, 42, print_piece, NULL, &error);
     printf("\n");
+    fprintf(stderr, "c-demo: heap high-water mark %zu bytes\n", llama2_heap_peak());
     if (status != LLAMA2_OK) fprintf(stderr, "c-demo: %s (status %d)\n", error.message, status);
     llama2_tokenizer_free(tokenizer);
     llama2_model_free(model);

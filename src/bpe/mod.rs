@@ -20,8 +20,9 @@
 //!
 //! Differences from SentencePiece: lines that are not UTF-8 are skipped (SentencePiece reads
 //! bad bytes as U+FFFD), long lines are kept (SentencePiece drops lines over 4192 bytes), and
-//! the best pair is always the true best (SentencePiece looks only at the most frequent pairs
-//! of the last 100 merges, which rarely differs). When every pair is merged away before the
+//! the best pair is always the true best (SentencePiece looks for it only among the pairs that
+//! were most frequent at its last update, made every 100 merges, and so sometimes takes a
+//! piece a little later). When every pair is merged away before the
 //! vocabulary is full, SentencePiece goes on with pairs that no longer occur, and so do we; a
 //! corpus without even those is an error, as in SentencePiece.
 

@@ -293,7 +293,7 @@ mod tests {
             let first = it.next()?;
             it.try_fold(first, |acc, next| acc.join(next))
         };
-        let mut rng = crate::sampler::Rng::new(12345);
+        let mut rng = crate::rng::Rng::new(12345);
         let mut random = move |n: usize| rng.next_u32() as usize % n;
         let mut checked = 0;
         for _ in 0..20000 {

@@ -30,6 +30,10 @@
 //! What this module is not: it does not spread rows over threads (callers hand it the rows to
 //! do), it does not choose a kernel (see [`tune`]), and it knows nothing of models.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+#[cfg(feature = "std")]
 pub mod tune;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -103,7 +107,7 @@ impl Isa {
 
     /// The instruction set `LLAMA2_ISA` asks for, if it names one this CPU runs.
     pub fn forced() -> Option<Isa> {
-        let name = std::env::var("LLAMA2_ISA").ok()?;
+        let name = crate::platform::env_var("LLAMA2_ISA")?;
         Isa::named(&name).filter(|i| i.is_supported())
     }
 
@@ -314,7 +318,7 @@ pub fn exp(isa: Isa, x: &mut [f32]) {
 }
 
 /// ln 2 as the nearest `f32`, and what that misses of it.
-const LN2_HI: f32 = std::f32::consts::LN_2;
+const LN2_HI: f32 = core::f32::consts::LN_2;
 const LN2_LO: f32 = -1.904_654_3e-9;
 /// 1 / k! for k = 7 down to 2: the Taylor coefficients of `e^r` after `1 + r`.
 const EXP_TAYLOR: [f32; 6] = [
@@ -331,7 +335,7 @@ pub fn exp_one(x: f32) -> f32 {
     // Clamp (a NaN passes through), split off n ln 2, and evaluate the polynomial.
     let t = if EXP_MIN > x { EXP_MIN } else { x };
     let t = if EXP_MAX < t { EXP_MAX } else { t };
-    let n = (t * std::f32::consts::LOG2_E).round_ties_even();
+    let n = (t * core::f32::consts::LOG2_E).round_ties_even();
     let r = (-n).mul_add(LN2_HI, t);
     let r = (-n).mul_add(LN2_LO, r);
     let mut p = EXP_TAYLOR[0];

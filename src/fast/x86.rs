@@ -21,22 +21,25 @@
 //! * AVX2 multiplies `|w|` (at most 128) by `x` carrying `w`'s sign: a pair of products is at
 //!   most `2 * 128 * 127`, inside `vpmaddubsw`'s `i16`, given `x != -128`.
 
-use std::arch::x86_64::*;
+use core::arch::x86_64::*;
+
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 use super::{exp_one, EXP_MAX, EXP_MIN, EXP_TAYLOR, LN2_HI, LN2_LO};
 
 /// True if the CPU runs the AVX2 kernels.
 pub fn has_avx2() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    crate::platform::cpu_has!("avx2") && crate::platform::cpu_has!("fma")
 }
 
 /// True if the CPU runs the AVX-512 kernels.
 pub fn has_avx512() -> bool {
     has_avx2()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni")
+        && crate::platform::cpu_has!("avx512f")
+        && crate::platform::cpu_has!("avx512bw")
+        && crate::platform::cpu_has!("avx512vl")
+        && crate::platform::cpu_has!("avx512vnni")
 }
 
 /// Ask for the cache line at `p` (a hint: an address outside any mapping is ignored).
@@ -829,7 +832,7 @@ fn exp8(x: __m256) -> __m256 {
     let t = _mm256_min_ps(_mm256_set1_ps(EXP_MAX), t);
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
         t,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
+        _mm256_set1_ps(core::f32::consts::LOG2_E),
     ));
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), t);
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
@@ -855,7 +858,7 @@ fn exp16(x: __m512) -> __m512 {
     let t = _mm512_max_ps(_mm512_set1_ps(EXP_MIN), x);
     let t = _mm512_min_ps(_mm512_set1_ps(EXP_MAX), t);
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(t, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        _mm512_mul_ps(t, _mm512_set1_ps(core::f32::consts::LOG2_E)),
     );
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), t);
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);

@@ -14,7 +14,8 @@
 //! time in (one position's matrix products, attention's dot products and weighted sums, softmax)
 //! taken from [`crate::fast`] instead, in the [`fast::Kernel`] a timing chose.
 
-use std::sync::OnceLock;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 use super::exact::{self, HeadShape, MAX_KV_MUL, TOKEN_BLOCK};
 #[cfg(target_arch = "x86_64")]
@@ -39,19 +40,26 @@ impl Isa {
     /// The environment variable `LLAMA2_ISA` (`portable`, `avx2` or `avx512`) asks for a
     /// slower one, to measure or test it; a request the CPU cannot honour is ignored.
     pub fn detect() -> Isa {
-        static CHOSEN: OnceLock<Isa> = OnceLock::new();
-        *CHOSEN.get_or_init(|| {
-            let requested = std::env::var("LLAMA2_ISA")
-                .ok()
-                .and_then(|name| Isa::named(&name));
-            match requested {
-                Some(isa) if isa.is_supported() => isa,
-                _ => [Isa::Avx512, Isa::Avx2]
-                    .into_iter()
-                    .find(|isa| isa.is_supported())
-                    .unwrap_or(Isa::Portable),
-            }
-        })
+        #[cfg(feature = "std")]
+        {
+            static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+            *CHOSEN.get_or_init(Isa::choose)
+        }
+        // Without std the choice is fixed at compile time, so there is nothing to cache.
+        #[cfg(not(feature = "std"))]
+        Isa::choose()
+    }
+
+    /// `LLAMA2_ISA` if set and supported, else the fastest supported instruction set.
+    fn choose() -> Isa {
+        let requested = crate::platform::env_var("LLAMA2_ISA").and_then(|name| Isa::named(&name));
+        match requested {
+            Some(isa) if isa.is_supported() => isa,
+            _ => [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.is_supported())
+                .unwrap_or(Isa::Portable),
+        }
     }
 
     /// The instruction set called `name` (`portable`, `avx2` or `avx512`, any case).
@@ -77,9 +85,9 @@ impl Isa {
         match self {
             Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2"),
+            Isa::Avx2 => crate::platform::cpu_has!("avx2"),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => crate::platform::cpu_has!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => false,
         }
@@ -113,9 +121,9 @@ impl Arithmetic {
 /// table uses for int8 matrices.
 #[cfg(target_arch = "x86_64")]
 fn has_avx512_vnni() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni")
+    crate::platform::cpu_has!("avx512f")
+        && crate::platform::cpu_has!("avx512bw")
+        && crate::platform::cpu_has!("avx512vnni")
 }
 
 exact::instantiate!(
@@ -187,11 +195,10 @@ macro_rules! exact_table {
 }
 
 impl Kernels {
-    /// The exact kernels for the instruction set [`Isa::detect`] picks (built once, then
-    /// cached).
-    pub fn detect() -> &'static Kernels {
-        static CHOSEN: OnceLock<Kernels> = OnceLock::new();
-        CHOSEN.get_or_init(|| Kernels::exact(Isa::detect()))
+    /// The exact kernels for the instruction set [`Isa::detect`] picks (a table of function
+    /// pointers: cheap to build).
+    pub fn detect() -> Kernels {
+        Kernels::exact(Isa::detect())
     }
 
     /// The exact kernels (every sum in `run.c`'s order) for `isa`, or for [`Isa::Portable`] if

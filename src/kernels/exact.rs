@@ -27,6 +27,8 @@
 //! are not this module's business: see [`super::parallel`].
 
 pub use super::vector::{Portable, Vector};
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// Batched products transpose the activations into columns of this many tokens (a multiple of
 /// every instruction set's lane count), zero-padded.

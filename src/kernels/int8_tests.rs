@@ -86,7 +86,7 @@ fn random_activations(rng: &mut Rng, n: usize, group_size: usize) -> Vec<f32> {
 
 fn plain_result(w: &Q8Matrix, x: &QuantizedVector) -> Vec<f32> {
     let mut out = vec![0.0; w.rows];
-    plain::rows_aligned(&mut out, w, 0, std::slice::from_ref(x));
+    plain::rows_aligned(&mut out, w, 0, core::slice::from_ref(x));
     out
 }
 
@@ -125,7 +125,7 @@ fn every_kernel_matches_plain_bit_for_bit() {
                 for isa in Isa::available() {
                     let mut out = vec![f32::NAN; rows];
                     let kernels = Kernels::exact(isa);
-                    kernels.q8_rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
+                    kernels.q8_rows(&mut out, &w.view(), 0, core::slice::from_ref(&x));
                     let what = format!("{isa:?} rows {rows} cols {cols} group {gs}");
                     assert_same_bits(&out, &expected, &what);
                 }
@@ -165,7 +165,7 @@ fn extreme_bytes_cannot_overflow_or_saturate() {
             for isa in Isa::available() {
                 let mut out = vec![0.0; rows];
                 let kernels = Kernels::exact(isa);
-                kernels.q8_rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
+                kernels.q8_rows(&mut out, &w.view(), 0, core::slice::from_ref(&x));
                 assert_same_bits(&out, &expected, &format!("{isa:?} weight {weight}"));
             }
         }
@@ -218,7 +218,7 @@ fn batches_give_each_vector_what_it_gets_alone() {
             }
             // The whole path: quantizing the batch, and putting the result in place.
             let mut out = vec![f32::NAN; m * rows];
-            q8_matmul(Kernels::detect(), &mut out, &w.view(), &floats);
+            q8_matmul(&Kernels::detect(), &mut out, &w.view(), &floats);
             for (row, expected) in out.chunks_exact(rows).zip(&alone) {
                 assert_same_bits(row, expected, &format!("matmul_batch batch {m}"));
             }
@@ -236,7 +236,7 @@ fn groups_of_other_sizes_fall_back_to_plain() {
     let expected = plain_result(&w.view(), &x);
     for isa in Isa::available() {
         let mut out = vec![f32::NAN; 20];
-        Kernels::exact(isa).q8_rows(&mut out, &w.view(), 0, std::slice::from_ref(&x));
+        Kernels::exact(isa).q8_rows(&mut out, &w.view(), 0, core::slice::from_ref(&x));
         assert_same_bits(&out, &expected, &format!("{isa:?}"));
     }
 }
@@ -267,7 +267,7 @@ fn straddling_groups_give_float_maths_on_dequantized_weights() {
         assert!(!w.view().rows_aligned_to_groups() || rows * cols < gs);
         let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
         let mut out = vec![0.0; rows];
-        q8_matmul(Kernels::detect(), &mut out, &w.view(), &x);
+        q8_matmul(&Kernels::detect(), &mut out, &w.view(), &x);
         for (row, &o) in out.iter().enumerate() {
             let reference = dequantized_dot(&w.view(), row, &x);
             assert!(

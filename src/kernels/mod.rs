@@ -44,6 +44,8 @@ pub mod vector;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 pub use dispatch::{Arithmetic, Isa, Kernels};
 pub use ops::{transpose, AttentionShape, MatmulScratch, Matrix};
 

@@ -10,6 +10,8 @@
 use super::dispatch::Kernels;
 use super::exact::{self, MAX_KV_MUL, TOKEN_BLOCK};
 use super::parallel;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::quant::{self, Q8Matrix, QuantizedVector};
 
 /// A weight matrix as the forward pass sees it: float32 or int8 with group scales.

@@ -5,6 +5,9 @@
 // Index loops mirror the formulas they implement, which is the point of this module.
 #![allow(clippy::needless_range_loop)]
 
+#[allow(unused_imports)]
+use crate::prelude::*;
+
 /// `out = W x` for a row-major `W` of shape `(out.len(), x.len())`, one sequential sum per row.
 pub fn matmul(out: &mut [f32], w: &[f32], x: &[f32]) {
     let n = x.len();

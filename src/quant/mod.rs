@@ -25,6 +25,8 @@
 //! This module is not about loading files ([`crate::checkpoint`]) or float matrices. It imports
 //! nothing from the rest of the crate; its kernels import only this module's types.
 
+use crate::prelude::*;
+
 pub mod plain;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;

@@ -2,6 +2,8 @@
 //! the SIMD kernels are held to, and the path on CPUs without them.
 
 use super::{Q8Matrix, QuantizedVector};
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// `out[i * m + t]` = row `first_row + i` of `w` times the quantized vector `xs[t]`, for each of
 /// the `m = xs.len()` vectors and every row `i < out.len() / m`.

@@ -80,6 +80,11 @@ extern "C" {
     fn abort() -> !;
 }
 
+/// The unwinding personality routine the precompiled `core` refers to. With `panic = "abort"`
+/// nothing unwinds, so it is never called; it only has to exist for the link to succeed.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
 /// The library returns errors rather than panicking; should a bug panic anyway, stop the
 /// program rather than unwind into C.
 #[panic_handler]

@@ -7,7 +7,7 @@ An import names the longest module that prefixes its path. Comments (and so doc 
 count; `mod x;` declarations do not count (a parent may declare its children), but `pub use
 child::X` in a parent does. Files that are test modules (`#[cfg(test)] mod x;`) are left out.
 
-Usage: python3 tools/import_cycles.py [--edges]   (run from the repository root)
+Usage: python3 scripts/import_cycles.py [--edges]   (run from the repository root)
 """
 import os
 import re

@@ -1,0 +1,349 @@
+//! x86-64 register tiles: AVX-512F (16 lanes, tiles of 14 x 32: 28 sums in registers, two
+//! loads of `b` and a broadcast of `a` per row), AVX2 with FMA (8 lanes, 6 x 16), and AVX-512
+//! BF16's `vdpbf16ps`, which multiplies pairs of bf16 values and adds both products to an `f32`
+//! lane in one instruction.
+//!
+//! Each `#[target_feature]` function here instantiates the generic tile of [`super::tile`] for
+//! one instruction set, so the compiler may use those instructions there and only there.
+
+use std::arch::x86_64::*;
+
+use super::tile::{self, Lanes, Operand, Order};
+use super::{pack_strips, Kernel, Tile, View};
+
+/// An AVX-512 register of 16 `f32` lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512(__m512);
+
+impl Lanes for Avx512 {
+    const N: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller has checked for AVX-512F (see `Lanes`).
+        Avx512(unsafe { _mm512_setzero_ps() })
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: as above.
+        Avx512(unsafe { _mm512_set1_ps(v) })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees AVX-512F and 16 readable values at `p`.
+        Avx512(unsafe { _mm512_loadu_ps(p) })
+    }
+
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        // SAFETY: only the first `n` lanes are read, which the caller guarantees are readable.
+        Avx512(unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p) })
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees AVX-512F and 16 writable values at `p`.
+        unsafe { _mm512_storeu_ps(p, self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        // SAFETY: only the first `n` lanes are written, which the caller guarantees exist.
+        unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: the caller has checked for AVX-512F.
+        Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+    }
+}
+
+/// An AVX2 register of 8 `f32` lanes.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(__m256);
+
+/// A mask of the first `n` of 8 lanes, for AVX2's masked loads and stores.
+///
+/// # Safety
+///
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn avx2_mask(n: usize) -> __m256i {
+    // SAFETY: the caller has checked for AVX2.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+}
+
+impl Lanes for Avx2 {
+    const N: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller has checked for AVX2 and FMA (see `Lanes`).
+        Avx2(unsafe { _mm256_setzero_ps() })
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        // SAFETY: as above.
+        Avx2(unsafe { _mm256_set1_ps(v) })
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees AVX2 and 8 readable values at `p`.
+        Avx2(unsafe { _mm256_loadu_ps(p) })
+    }
+
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        // SAFETY: only the first `n` lanes are read, which the caller guarantees are readable.
+        Avx2(unsafe { _mm256_maskload_ps(p, avx2_mask(n)) })
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees AVX2 and 8 writable values at `p`.
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        // SAFETY: only the first `n` lanes are written, which the caller guarantees exist.
+        unsafe { _mm256_maskstore_ps(p, avx2_mask(n), self.0) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        // SAFETY: the caller has checked for FMA.
+        Avx2(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
+    }
+}
+
+/// Tile heights of the AVX-512 kernels, tallest first.
+const AVX512_HEIGHTS: [usize; 5] = [14, 8, 4, 2, 1];
+/// Tile heights of the AVX2 kernels, tallest first.
+const AVX2_HEIGHTS: [usize; 4] = [6, 4, 2, 1];
+
+/// Any tile up to 14 x 32 with AVX-512F.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; the tile is in bounds (see [`Kernel::tile`]).
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<A: Operand>(t: &Tile<A, f32>, order: Order) {
+    tile::by_heights(t, &AVX512_HEIGHTS, |height, sub| {
+        // SAFETY: the caller's guarantees hold for each band of rows of the tile.
+        unsafe {
+            match height {
+                14 => tile::tile::<Avx512, A, 14, 2>(sub, order),
+                8 => tile::tile::<Avx512, A, 8, 2>(sub, order),
+                4 => tile::tile::<Avx512, A, 4, 2>(sub, order),
+                2 => tile::tile::<Avx512, A, 2, 2>(sub, order),
+                _ => tile::tile::<Avx512, A, 1, 2>(sub, order),
+            }
+        }
+    });
+}
+
+/// Any tile up to 6 x 16 with AVX2 and FMA.
+///
+/// # Safety
+///
+/// The CPU has AVX2 and FMA; the tile is in bounds (see [`Kernel::tile`]).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<A: Operand>(t: &Tile<A, f32>, order: Order) {
+    tile::by_heights(t, &AVX2_HEIGHTS, |height, sub| {
+        // SAFETY: the caller's guarantees hold for each band of rows of the tile.
+        unsafe {
+            match height {
+                6 => tile::tile::<Avx2, A, 6, 2>(sub, order),
+                4 => tile::tile::<Avx2, A, 4, 2>(sub, order),
+                2 => tile::tile::<Avx2, A, 2, 2>(sub, order),
+                _ => tile::tile::<Avx2, A, 1, 2>(sub, order),
+            }
+        }
+    });
+}
+
+/// `f32` products with AVX-512F.
+pub(crate) struct Avx512F32;
+/// bf16 products on AVX-512F without BF16: operands widened to `f32` (exactly), sums in
+/// `vdpbf16ps`'s order.
+pub(crate) struct Avx512Bf16Emulated;
+/// `f32` products with AVX2 and FMA.
+pub(crate) struct Avx2F32;
+/// bf16 products with AVX2, emulated as [`Avx512Bf16Emulated`].
+pub(crate) struct Avx2Bf16;
+
+/// The `Kernel` of a generic tile function for operands of type `$a`.
+macro_rules! lanes_kernel {
+    ($kernel:ident, $a:ty, $mr:expr, $nr:expr, $tile:ident, $order:expr) => {
+        impl Kernel for $kernel {
+            type A = $a;
+            type Packed = f32;
+            const MR: usize = $mr;
+            const NR: usize = $nr;
+
+            fn convert(&self, x: $a) -> f32 {
+                x.to_f32()
+            }
+
+            unsafe fn tile(&self, t: &Tile<$a, f32>) {
+                // SAFETY: the caller guarantees the CPU features and the bounds.
+                unsafe { $tile(t, $order) }
+            }
+        }
+    };
+}
+
+lanes_kernel!(Avx512F32, f32, 14, 32, tile_avx512, Order::InOrder);
+lanes_kernel!(
+    Avx512Bf16Emulated,
+    u16,
+    14,
+    32,
+    tile_avx512,
+    Order::OddFirst
+);
+lanes_kernel!(Avx2F32, f32, 6, 16, tile_avx2, Order::InOrder);
+lanes_kernel!(Avx2Bf16, u16, 6, 16, tile_avx2, Order::OddFirst);
+
+/// bf16 products with `vdpbf16ps`: strips of `b` hold pairs of `k` values of each column side
+/// by side, and each row of `a` gives a pair (a 32-bit broadcast) per step.
+pub(crate) struct Avx512Dpbf16;
+
+impl Kernel for Avx512Dpbf16 {
+    type A = u16;
+    type Packed = u16;
+    const MR: usize = 14;
+    const NR: usize = 32;
+
+    const GROUP: usize = 2;
+
+    fn pack_b(&self, packed: &mut [u16], b: View<u16>, p0: usize, kc: usize, j0: usize, nc: usize) {
+        pack_strips::<_, _, 2>(packed, b, p0, kc, j0, nc, Self::NR, |x| x);
+    }
+
+    fn convert(&self, x: u16) -> u16 {
+        x
+    }
+
+    /// The tile reads a pair of `k` values of a row at once. Rows of `a` that hold them side
+    /// by side are read in place (pairs 2 values apart); [`super::matmul_tn`]'s `a`, whose
+    /// rows are its columns, is copied out as a strip of pairs, as `b` is (pairs `2 * MR`
+    /// apart, rows 2 apart).
+    fn a_tile(
+        &self,
+        scratch: &mut Vec<u16>,
+        a: View<u16>,
+        row: usize,
+        rows: usize,
+        p0: usize,
+        kc: usize,
+    ) -> (*const u16, usize, usize) {
+        if a.cs == 1 {
+            return (a.data[row * a.rs + p0..].as_ptr(), a.rs, 2);
+        }
+        let columns = View {
+            data: a.data,
+            rs: a.cs,
+            cs: a.rs,
+        };
+        scratch.resize(Self::MR * kc.next_multiple_of(2), 0);
+        pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
+        (scratch.as_ptr(), 2, 2 * Self::MR)
+    }
+
+    unsafe fn tile(&self, t: &Tile<u16, u16>) {
+        // SAFETY: the caller guarantees AVX-512 BF16 and the bounds.
+        unsafe { tile_dpbf16(t) }
+    }
+}
+
+/// Any tile up to 14 x 32 with `vdpbf16ps`.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F and AVX-512 BF16; the tile is in bounds, where for this kernel `a_cs`
+/// is the distance between a row's pairs of `a` (whose two values are adjacent), and the strip
+/// holds `kc` rounded up to a pair.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tile_dpbf16(t: &Tile<u16, u16>) {
+    tile::by_heights(t, &AVX512_HEIGHTS, |height, sub| {
+        // SAFETY: the caller's guarantees hold for each band of rows of the tile.
+        unsafe {
+            match height {
+                14 => dpbf16::<14>(sub),
+                8 => dpbf16::<8>(sub),
+                4 => dpbf16::<4>(sub),
+                2 => dpbf16::<2>(sub),
+                _ => dpbf16::<1>(sub),
+            }
+        }
+    });
+}
+
+/// A tile of `MR x 32` with `vdpbf16ps`: per pair of `k`, two 32-value loads of the strip
+/// (16 column pairs each) and one pair of `a` broadcast per row.
+///
+/// # Safety
+///
+/// As [`tile_dpbf16`].
+#[inline(always)]
+unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
+    // SAFETY (whole body): the caller guarantees the CPU features; the loads stay inside the
+    // rows of `a` (`kc` values each; the last of an odd `kc` is read alone) and the strip.
+    unsafe {
+        let mut acc = tile::load::<Avx512, u16, u16, MR, 2>(t);
+        let pairs = t.kc / 2;
+        for j in 0..pairs {
+            let pair = |i: usize| {
+                t.a.add(i * t.a_rs + j * t.a_cs)
+                    .cast::<u32>()
+                    .read_unaligned()
+            };
+            acc = dpbf16_step(acc, t.b.add(j * 64), pair);
+        }
+        if t.kc % 2 == 1 {
+            let last = |i: usize| *t.a.add(i * t.a_rs + pairs * t.a_cs) as u32;
+            acc = dpbf16_step(acc, t.b.add(pairs * 64), last);
+        }
+        tile::store::<Avx512, u16, u16, MR, 2>(acc, t);
+    }
+}
+
+/// One pair of `k` of a [`dpbf16`] tile: `b` points at the strip's 32 column pairs, and
+/// `pair_of_row(i)` is row `i`'s pair of `a` (even value in the low half).
+///
+/// # Safety
+///
+/// As [`tile_dpbf16`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // constant indices keep the sums in registers
+unsafe fn dpbf16_step<const MR: usize>(
+    mut acc: [[Avx512; 2]; MR],
+    b: *const u16,
+    pair_of_row: impl Fn(usize) -> u32,
+) -> [[Avx512; 2]; MR] {
+    // SAFETY: the caller guarantees AVX-512 BF16 and 64 readable values at `b`; the casts
+    // reinterpret 512 bits as 32 bf16 values.
+    unsafe {
+        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.cast()));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32).cast()));
+        for i in 0..MR {
+            let row = &mut acc[i];
+            let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair_of_row(i) as i32));
+            row[0] = Avx512(_mm512_dpbf16_ps(row[0].0, a, b0));
+            row[1] = Avx512(_mm512_dpbf16_ps(row[1].0, a, b1));
+        }
+        acc
+    }
+}

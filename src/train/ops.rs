@@ -1,0 +1,602 @@
+//! The operations of a Llama 2 transformer, each forward pass beside its backward pass.
+//!
+//! Every function works on flat row-major `f32` buffers whose shapes are written in its
+//! comment, with `N` the number of tokens (batch x positions), `C` the model width, `H` the
+//! number of heads and `T` the positions of one sequence. A backward function receives the
+//! gradient of the loss with respect to the forward function's output (`d_out`) and produces
+//! the gradients with respect to its inputs; weight gradients are always *added* (`+=`), so that
+//! gradients of a tensor used twice, and of several micro-batches, sum up.
+//!
+//! This module is the chain rule only: it owns no buffers and knows nothing of layers. The
+//! matrix products live in `train::linear`, the order of the operations in `train::model`.
+
+use super::dropout::Mask;
+use super::isa::widest;
+use super::par::{for_each_zip3, for_each_zip4};
+use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
+use crate::kernels::parallel::for_each_block_of_rows;
+
+/// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
+pub const NORM_EPS: f32 = 1e-5;
+
+// ----------------------------------------------------------------------------------------------
+// Embedding
+
+/// `out (N, C)`: row `i` is row `tokens[i]` of `table (V, C)`. Ids must be below `V`.
+pub fn embedding_forward(out: &mut [f32], table: &[f32], tokens: &[u16], dim: usize) {
+    for (row, &t) in out.chunks_exact_mut(dim).zip(tokens) {
+        row.copy_from_slice(&table[t as usize * dim..][..dim]);
+    }
+}
+
+/// `d_table (V, C) += ` each `d_out (N, C)` row, added to the row of its token. Serial, in token
+/// order, because tokens repeat.
+pub fn embedding_backward(d_table: &mut [f32], d_out: &[f32], tokens: &[u16], dim: usize) {
+    for (row, &t) in d_out.chunks_exact(dim).zip(tokens) {
+        for (d, g) in d_table[t as usize * dim..][..dim].iter_mut().zip(row) {
+            *d += g;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// RMSNorm: y = x / sqrt(mean(x^2) + eps) * w
+
+/// `out (N, C) = norm(x (N, C)) * weight (C)`; `rstd (N)` keeps `1 / sqrt(mean(x^2) + eps)` of
+/// each row for the backward pass.
+pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], weight: &[f32]) {
+    let dim = weight.len();
+    for ((o, r), x) in out
+        .chunks_exact_mut(dim)
+        .zip(rstd.iter_mut())
+        .zip(x.chunks_exact(dim))
+    {
+        let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        *r = 1.0 / (mean_sq + NORM_EPS).sqrt();
+        for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+            *o = x * *r * w;
+        }
+    }
+}
+
+/// With `xhat = x * rstd` and `g = w * d_out` (per row):
+/// `d_x += rstd * (g - xhat * mean(g * xhat))` and `d_weight += sum over rows of d_out * xhat`.
+pub fn rmsnorm_backward(
+    d_x: &mut [f32],
+    d_weight: &mut [f32],
+    d_out: &[f32],
+    x: &[f32],
+    rstd: &[f32],
+    weight: &[f32],
+) {
+    let dim = weight.len();
+    let rows = d_x.chunks_exact_mut(dim).zip(d_out.chunks_exact(dim));
+    for ((dx, dy), (x, &r)) in rows.zip(x.chunks_exact(dim).zip(rstd)) {
+        let mut dot = 0.0f32;
+        for ((dy, w), x) in dy.iter().zip(weight).zip(x) {
+            dot += dy * w * x * r;
+        }
+        let mean = dot / dim as f32;
+        for (i, dx) in dx.iter_mut().enumerate() {
+            let xhat = x[i] * r;
+            *dx += r * (dy[i] * weight[i] - xhat * mean);
+            d_weight[i] += dy[i] * xhat;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// RoPE: each pair (2i, 2i+1) of a head is rotated by the angle pos * 10000^(-2i / head_dim).
+
+/// The rotation angles' cosines and sines, `(T, head_dim / 2)` each, computed in `f32` as
+/// `model.py` (and `run.c`) compute them.
+pub fn rope_tables(cos: &mut [f32], sin: &mut [f32], seq_len: usize, head_dim: usize) {
+    let half = head_dim / 2;
+    for pos in 0..seq_len {
+        for i in 0..half {
+            let freq = 1.0 / 10000f32.powf((2 * i) as f32 / head_dim as f32);
+            let angle = pos as f32 * freq;
+            cos[pos * half + i] = angle.cos();
+            sin[pos * half + i] = angle.sin();
+        }
+    }
+}
+
+/// Rotates `x (N, heads * head_dim)` in place; token `n` is at position `n % T` (`T` =
+/// `cos.len() / (head_dim / 2)`).
+pub fn rope_forward(x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize, width: usize) {
+    rotate(x, cos, sin, head_dim, width, 1.0);
+}
+
+/// The inverse rotation (the transpose of a rotation), applied to `d_x` in place.
+pub fn rope_backward(d_x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize, width: usize) {
+    rotate(d_x, cos, sin, head_dim, width, -1.0);
+}
+
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize, width: usize, sign: f32) {
+    let half = head_dim / 2;
+    let seq_len = cos.len() / half;
+    for (n, row) in x.chunks_exact_mut(width).enumerate() {
+        let pos = n % seq_len;
+        let (cos, sin) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
+        for head in row.chunks_exact_mut(head_dim) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (c, s) = (cos[i], sign * sin[i]);
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * c - b * s;
+                pair[1] = a * s + b * c;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Heads: token-major (B, T, H, hd) <-> head-major (B, H, T, hd)
+
+/// `out (B, H, T, hd)` from `x (B, T, H, hd)`, so that each head's positions are contiguous.
+pub fn split_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, head_dim: usize) {
+    let width = heads * head_dim;
+    for (b, out_b) in out.chunks_exact_mut(seq_len * width).enumerate() {
+        let x_b = &x[b * seq_len * width..][..seq_len * width];
+        for (h, out_h) in out_b.chunks_exact_mut(seq_len * head_dim).enumerate() {
+            for (t, o) in out_h.chunks_exact_mut(head_dim).enumerate() {
+                o.copy_from_slice(&x_b[t * width + h * head_dim..][..head_dim]);
+            }
+        }
+    }
+}
+
+/// `out (B, T, H, hd)` from `x (B, H, T, hd)`: the inverse of [`split_heads`].
+pub fn merge_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, head_dim: usize) {
+    let width = heads * head_dim;
+    for (b, out_b) in out.chunks_exact_mut(seq_len * width).enumerate() {
+        let x_b = &x[b * seq_len * width..][..seq_len * width];
+        for (t, o) in out_b.chunks_exact_mut(width).enumerate() {
+            for (h, o) in o.chunks_exact_mut(head_dim).enumerate() {
+                o.copy_from_slice(&x_b[(h * seq_len + t) * head_dim..][..head_dim]);
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Causal self-attention with grouped-query heads, softmax and dropout of the weights.
+//
+// For query position t of head h (key/value head g = h / rep):
+//   s_j = q_t . k_j / sqrt(hd) for j <= t,   p = softmax(s),   a_j = p_j * mask_j,
+//   y_t = sum_j a_j v_j.
+// The T x T weights are not stored: the forward pass keeps each row's log-sum-exp
+// (`lse_t = log sum_j exp(s_j)`), and the backward pass recomputes p_j = exp(s_j - lse_t).
+// A task (one head of one sequence) first transposes its keys and values to (hd, T), so that
+// every inner loop runs along positions j: long, contiguous, vectorizable.
+
+/// The shapes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    /// Sequences in the batch (`B`).
+    pub batch: usize,
+    /// Positions per sequence (`T`).
+    pub seq_len: usize,
+    /// Query heads (`H`).
+    pub heads: usize,
+    /// Key/value heads (`H / rep`).
+    pub kv_heads: usize,
+    /// Width of a head (`hd`).
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    fn rep(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// Scratch values [`attention_forward`] and [`attention_backward`] need (saturating at
+    /// `usize::MAX`, which no allocation satisfies).
+    pub fn scratch_len(&self) -> usize {
+        let per_task = self.seq_len.saturating_mul(3 + 4 * self.head_dim);
+        per_task.saturating_mul(self.batch * self.heads)
+    }
+}
+
+/// `y (B, H, T, hd)` and `lse (B, H, T)` from `q (B, H, T, hd)`, `k, v (B, H/rep, T, hd)`.
+/// `scratch` holds at least [`AttentionShape::scratch_len`] values. The weights of head
+/// `bh = b * H + h`, row `t`, column `j`, are dropped by `mask` at index `(bh * T + t) * T + j`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    y: &mut [f32],
+    lse: &mut [f32],
+    scratch: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttentionShape,
+    mask: Mask,
+) {
+    let (t_len, hd) = (s.seq_len, s.head_dim);
+    let per_task = t_len * (1 + 2 * hd);
+    let scratch = &mut scratch[..s.batch * s.heads * per_task];
+    for_each_zip3(
+        (y, t_len * hd),
+        (lse, t_len),
+        (scratch, per_task),
+        t_len * t_len * hd,
+        |bh, y, lse, scratch| forward_head(y, lse, scratch, q, k, v, s, mask, bh),
+    );
+}
+
+widest! {
+    /// Attention of one head of one sequence: `y (T, hd)`, `lse (T)`, `scratch` of
+    /// `T (1 + 2 hd)` values, for head `bh = b * H + h`.
+    fn forward_head / forward_head_body(
+        y: &mut [f32],
+        lse: &mut [f32],
+        scratch: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttentionShape,
+        mask: Mask,
+        bh: usize,
+    ) {
+        let (t_len, hd) = (s.seq_len, s.head_dim);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
+        let (p, kv_t) = scratch.split_at_mut(t_len);
+        let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
+        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+        let q = &q[bh * t_len * hd..][..t_len * hd];
+        for t in 0..t_len {
+            let p = &mut p[..=t];
+            scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
+            let max = max(p);
+            let sum = exp_shifted_sum(p, max);
+            lse[t] = max + sum.ln();
+            // y_t = sum_j (p_j / sum) mask_j v_j, dividing once at the end.
+            apply_mask(p, mask, (bh * t_len + t) * t_len);
+            let inv_sum = 1.0 / sum;
+            for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
+                *y = dot(p, &v_t[d * t_len..][..=t]) * inv_sum;
+            }
+        }
+    }
+}
+
+/// Gradients of [`attention_forward`]: `d_q (B, H, T, hd)`, `d_k, d_v (B, H/rep, T, hd)` (all
+/// overwritten) from `d_y (B, H, T, hd)`. `scratch` holds at least
+/// [`AttentionShape::scratch_len`] values. With `dA_j = d_y_t . v_j`, `dP_j = dA_j * mask_j`
+/// and `ds_j = p_j (dP_j - sum_i p_i dP_i)`: `d_q_t = sum_j ds_j k_j / sqrt(hd)`,
+/// `d_k_j += ds_j q_t / sqrt(hd)`, `d_v_j += a_j d_y_t`. One task per key/value head, so the
+/// sums over its query heads stay in order.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    d_q: &mut [f32],
+    d_k: &mut [f32],
+    d_v: &mut [f32],
+    scratch: &mut [f32],
+    d_y: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lse: &[f32],
+    s: AttentionShape,
+    mask: Mask,
+) {
+    let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
+    let per_task = t_len * (3 + 4 * hd);
+    let scratch = &mut scratch[..s.batch * s.kv_heads * per_task];
+    for_each_zip4(
+        (d_q, rep * t_len * hd),
+        (d_k, t_len * hd),
+        (d_v, t_len * hd),
+        (scratch, per_task),
+        rep * t_len * t_len * hd * 2,
+        |bg, d_q, d_k, d_v, scratch| {
+            backward_kv_head(d_q, d_k, d_v, scratch, d_y, q, k, v, lse, s, mask, bg)
+        },
+    );
+}
+
+widest! {
+    /// Gradients of the query heads of key/value head `bg = b * (H / rep) + g`: `d_q`
+    /// `(rep, T, hd)`, `d_k, d_v (T, hd)`, `scratch` of `T (3 + 4 hd)` values.
+    fn backward_kv_head / backward_kv_head_body(
+        d_q: &mut [f32],
+        d_k: &mut [f32],
+        d_v: &mut [f32],
+        scratch: &mut [f32],
+        d_y: &[f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        lse: &[f32],
+        s: AttentionShape,
+        mask: Mask,
+        bg: usize,
+    ) {
+        let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let b = bg / s.kv_heads;
+        let kv = bg * t_len * hd;
+        let (rows, cols) = scratch.split_at_mut(3 * t_len);
+        let (p, rest) = rows.split_at_mut(t_len);
+        let (dp, a) = rest.split_at_mut(t_len);
+        let (k_t, rest) = cols.split_at_mut(t_len * hd);
+        let (v_t, rest) = rest.split_at_mut(t_len * hd);
+        let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
+        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+        d_k_t.fill(0.0);
+        d_v_t.fill(0.0);
+        for r in 0..rep {
+            let bh = b * s.heads + (bg % s.kv_heads) * rep + r;
+            let q = &q[bh * t_len * hd..][..t_len * hd];
+            let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
+            let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
+            for t in 0..t_len {
+                let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
+                let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
+                // The forward pass's weights again: p and a = p * mask.
+                scores(p, q_t, k_t, t_len, scale);
+                exp_shifted(p, lse[bh * t_len + t]);
+                a.copy_from_slice(p);
+                let row = (bh * t_len + t) * t_len;
+                apply_mask(a, mask, row);
+                // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
+                dp.fill(0.0);
+                for (d, &g) in d_y_t.iter().enumerate() {
+                    axpy(dp, g, &v_t[d * t_len..][..=t]);
+                    axpy(&mut d_v_t[d * t_len..][..=t], g, a);
+                }
+                apply_mask(dp, mask, row);
+                // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
+                let p_dot_dp = dot(p, dp);
+                for (ds, &p) in dp.iter_mut().zip(p.iter()) {
+                    *ds = p * (*ds - p_dot_dp) * scale;
+                }
+                let ds = &*dp;
+                for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
+                    *dq = dot(ds, &k_t[d * t_len..][..=t]);
+                }
+                for (d, &qd) in q_t.iter().enumerate() {
+                    axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
+                }
+            }
+        }
+        transpose(d_k, d_k_t, hd, t_len);
+        transpose(d_v, d_v_t, hd, t_len);
+    }
+}
+
+/// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
+/// `k_t (hd, T)`.
+#[inline(always)]
+fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
+    s.fill(0.0);
+    for (d, &qd) in q_t.iter().enumerate() {
+        axpy(s, qd * scale, &k_t[d * t_len..][..s.len()]);
+    }
+}
+
+/// `x[i] *= mask.scale(first + i)`, skipped when the mask keeps everything.
+#[inline(always)]
+fn apply_mask(x: &mut [f32], mask: Mask, first: usize) {
+    if mask.is_off() {
+        return;
+    }
+    for (i, x) in x.iter_mut().enumerate() {
+        *x *= mask.scale(first + i);
+    }
+}
+
+/// `out (cols, rows)` = `x (rows, cols)` transposed.
+#[inline(always)]
+fn transpose(out: &mut [f32], x: &[f32], rows: usize, cols: usize) {
+    for (r, row) in x.chunks_exact(cols).enumerate().take(rows) {
+        for (c, &value) in row.iter().enumerate() {
+            out[c * rows + r] = value;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// SwiGLU: gate = silu(h1) * h3, silu(x) = x * sigmoid(x)
+
+/// `out (N, F) = silu(h1) * h3`, elementwise.
+pub fn swiglu_forward(out: &mut [f32], h1: &[f32], h3: &[f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(h1).zip(h3) {
+        *o = silu(a) * b;
+    }
+}
+
+/// `d_h1 = d_out * h3 * silu'(h1)`, `d_h3 = d_out * silu(h1)`, with
+/// `silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))`. Both overwritten.
+pub fn swiglu_backward(d_h1: &mut [f32], d_h3: &mut [f32], d_out: &[f32], h1: &[f32], h3: &[f32]) {
+    let inputs = d_out.iter().zip(h1).zip(h3);
+    for ((d1, d3), ((&dy, &a), &b)) in d_h1.iter_mut().zip(d_h3.iter_mut()).zip(inputs) {
+        let sig = sigmoid(a);
+        *d1 = dy * b * sig * (1.0 + a * (1.0 - sig));
+        *d3 = dy * a * sig;
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+fn silu(x: f32) -> f32 {
+    x * sigmoid(x)
+}
+
+// ----------------------------------------------------------------------------------------------
+// Residual connection with dropout: out = x + dropout(y)
+
+/// `out = x + y * mask`, elementwise (the mask's index is the position in `y`).
+pub fn residual_forward(out: &mut [f32], x: &[f32], y: &[f32], mask: Mask) {
+    for (i, ((o, &x), &y)) in out.iter_mut().zip(x).zip(y).enumerate() {
+        *o = x + y * mask.scale(i);
+    }
+}
+
+/// `d_y = d_out * mask` (overwritten); the gradient of `x` is `d_out` itself, which the caller
+/// keeps.
+pub fn residual_backward(d_y: &mut [f32], d_out: &[f32], mask: Mask) {
+    dropout_backward(d_y, d_out, mask);
+}
+
+/// `x *= mask`, in place (dropout on its own, as on the embeddings).
+pub fn dropout_forward(x: &mut [f32], mask: Mask) {
+    if mask.is_off() {
+        return;
+    }
+    for (i, x) in x.iter_mut().enumerate() {
+        *x *= mask.scale(i);
+    }
+}
+
+/// `d_x = d_out * mask` (overwritten).
+pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
+    for (i, (d, &g)) in d_x.iter_mut().zip(d_out).enumerate() {
+        *d = g * mask.scale(i);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Cross-entropy of the softmax of the logits, one target per row
+
+/// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row. `targets` must be below `V`.
+pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16], vocab: usize) {
+    for_each_block_of_rows([losses], 1, vocab, |_, first_row, block| {
+        cross_entropy_rows(block, logits, targets, vocab, first_row)
+    });
+}
+
+widest! {
+    /// [`cross_entropy_forward`] for the rows from `first_row` on, one per value of `losses`.
+    fn cross_entropy_rows / cross_entropy_rows_body(
+        losses: &mut [f32],
+        logits: &[f32],
+        targets: &[u16],
+        vocab: usize,
+        first_row: usize,
+    ) {
+        for (r, loss) in losses.iter_mut().enumerate() {
+            let i = first_row + r;
+            let row = &logits[i * vocab..][..vocab];
+            *loss = log_sum_exp(row) - row[targets[i] as usize];
+        }
+    }
+}
+
+/// Turns `logits (N, V)` in place into the gradient of `scale * sum of the rows' losses`:
+/// `scale * (softmax(row) - onehot(target))`.
+pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize, scale: f32) {
+    for_each_block_of_rows([logits], vocab, vocab, |_, first_row, block| {
+        softmax_gradient_rows(block, targets, vocab, scale, first_row)
+    });
+}
+
+widest! {
+    /// [`cross_entropy_backward`] for the rows of `block`, the first being row `first_row`.
+    fn softmax_gradient_rows / softmax_gradient_rows_body(
+        block: &mut [f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+        first_row: usize,
+    ) {
+        for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
+            let lse = log_sum_exp(row);
+            for x in row.iter_mut() {
+                *x = exp(*x - lse) * scale;
+            }
+            row[targets[first_row + r] as usize] -= scale;
+        }
+    }
+}
+
+#[inline(always)]
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = max(row);
+    max + sum_exp(row, max).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Dropout;
+
+    /// The widest build of the attention loops gives the bits of the plain build.
+    #[test]
+    fn every_vector_width_computes_the_same_bits() {
+        let s = AttentionShape {
+            batch: 1,
+            seq_len: 37,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 8,
+        };
+        let n = s.seq_len * s.head_dim;
+        let wave =
+            |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
+        let (q, k, v, d_y) = (
+            wave(2 * n, 0.37),
+            wave(n, 0.91),
+            wave(n, 1.3),
+            wave(2 * n, 0.53),
+        );
+        let mask = Dropout::for_step(0.2, 3, 0, 0).mask(1);
+        let mut scratch = vec![0.0; s.scratch_len()];
+        let (mut y1, mut lse1, mut y2, mut lse2) =
+            (vec![0.0; n], vec![0.0; 37], vec![0.0; n], vec![0.0; 37]);
+        forward_head(&mut y1, &mut lse1, &mut scratch, &q, &k, &v, s, mask, 1);
+        forward_head_body(&mut y2, &mut lse2, &mut scratch, &q, &k, &v, s, mask, 1);
+        assert!(y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(lse1
+            .iter()
+            .zip(&lse2)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let grads = |widest: bool| {
+            let (mut d_q, mut d_k, mut d_v) = (vec![0.0; 2 * n], vec![0.0; n], vec![0.0; n]);
+            let mut scratch = vec![0.0; s.scratch_len()];
+            let lse = [lse1.clone(), lse1.clone()].concat();
+            let args = (&mut d_q, &mut d_k, &mut d_v);
+            if widest {
+                backward_kv_head(
+                    args.0,
+                    args.1,
+                    args.2,
+                    &mut scratch,
+                    &d_y,
+                    &q,
+                    &k,
+                    &v,
+                    &lse,
+                    s,
+                    mask,
+                    0,
+                );
+            } else {
+                backward_kv_head_body(
+                    args.0,
+                    args.1,
+                    args.2,
+                    &mut scratch,
+                    &d_y,
+                    &q,
+                    &k,
+                    &v,
+                    &lse,
+                    s,
+                    mask,
+                    0,
+                );
+            }
+            [d_q, d_k, d_v].concat()
+        };
+        let (a, b) = (grads(true), grads(false));
+        assert!(a.iter().any(|&x| x != 0.0));
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
