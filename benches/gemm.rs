@@ -81,6 +81,8 @@ fn main() {
             ("cls", 512, 64),
         ],
     ));
+    let models = std::env::var("BENCH_GEMM_MODELS").unwrap_or_else(|_| "15M,260K".into());
+    all.retain(|shape| models.split(',').any(|name| name.trim() == shape.model));
 
     print!(
         "{:<5} {:<4} {:<3} {:>6} {:>6} {:>6} |",

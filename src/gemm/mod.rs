@@ -20,24 +20,30 @@
 //! depend on the thread count. (The BF16 instruction also treats subnormal inputs and results
 //! as zero; the other paths do not, so values below `f32::MIN_POSITIVE` may differ there.)
 //!
-//! **Blocking.** The output is cut into bands of rows, one task each (rayon with the `parallel`
-//! feature). In a band, for each block of up to [`NC`] columns and [`KC`] values of `k`, the
-//! block of `b` is packed once into strips of `NR` columns laid out `k`-major (so one
-//! `k` step of a strip is `NR` consecutive values, and the strip stays in L1 while it is used),
-//! then a register tile of `MR x NR` sums is kept in vector registers while `k` runs: per
-//! step, `NR / lanes` vector loads of `b`, and one broadcast of `a` per row. `a` is read where
-//! it lies: its rows (or, for [`matmul_tn`], its columns) are already contiguous in `k` or in
-//! the tile's rows, so packing it would cost a pass over memory for nothing, which matters for
-//! small `k` (`dim = 64`). Tiles: AVX-512 14 x 32, AVX2 6 x 16, plain 4 x 16; pack buffers are
-//! per thread and reused, so a call allocates nothing once the threads have warmed up.
+//! **Blocking.** `b` is packed into strips of `NR` columns laid out `k`-major (one step of
+//! `k` is `NR` consecutive values; bf16 strips for `vdpbf16ps` hold pairs of steps side by
+//! side), zero-padded. A register tile of `MR x NR` sums stays in vector registers while `k`
+//! runs: per step, `NR / lanes` vector loads of the strip and one broadcast of `a` per row.
+//! Tiles: AVX-512 14 x 32 (28 of the 32 registers hold sums), AVX2 6 x 16, plain 4 x 16.
+//! The output is cut into blocks of rows (or of columns, when that moves less data), one task
+//! each (rayon with the `parallel` feature); a task walks `k` in blocks of [`KC`] (a strip's
+//! block, 32 KiB, stays in L1 while the task's row tiles pass over it) and its columns in
+//! blocks of [`NC`]. A `b` of up to 16 MiB packed (every `b` of the training shapes but the
+//! classifier's input gradient) is packed once per call, by all threads, and shared; a larger
+//! one is packed block by block by each task. `a` is read where it lies: its rows (or, for
+//! [`matmul_tn`], its columns) are already contiguous along `k` or along the tile's rows, so
+//! packing it would cost a pass over memory for little, which matters for small `k`
+//! (`dim = 64`); only the bf16 `matmul_tn` on `vdpbf16ps` copies a tile of `a` as pairs. Pack
+//! buffers are per thread and reused: a call allocates nothing once they have grown.
 //!
 //! **Not here**: anything but dense row-major `f32`/`bf16` products (no strides, no `alpha`/`beta`
 //! beyond `accumulate`), integer products, matrix-vector products (see [`crate::kernels`] for
 //! inference, whose sums follow `run.c` instead).
 //!
-//! **Contracts.** `out.len() == m * n`, and `a` and `b` hold `m * k` and `k * n` values. These
-//! are checked with `debug_assert!` only; in release builds a call with shorter slices does
-//! nothing (the kernels never read or write outside the slices they are given).
+//! **Contracts.** `out` holds at least `m * n` values and `a` and `b` at least `m * k` and
+//! `k * n` (only the first `m * n` of `out` are written). Shorter slices fail a
+//! `debug_assert!` in debug builds; in release builds the call does nothing (it never reads or
+//! writes outside the slices it is given, and never panics).
 
 pub mod plain;
 #[cfg(test)]
@@ -402,23 +408,27 @@ pub(crate) trait Kernel: Sync {
     /// Element of the operands (`f32`, or `u16` for bf16).
     type A: Copy + Sync;
     /// Element of the packed strips of `b`.
-    type Packed: Copy + Default + Send;
+    type Packed: PackedValue;
     /// Rows of a register tile.
     const MR: usize;
     /// Columns of a register tile (the width of a packed strip).
     const NR: usize;
 
-    /// Pack `b(p0 + p, j0 + j)` for `p < kc`, `j < nc` into strips of `NR` columns, zero-padded.
+    /// Values of `k` a packed strip holds side by side (1, or 2 for `vdpbf16ps`'s pairs).
+    const GROUP: usize = 1;
+
+    /// Pack `b(p0 + p, j0 + j)` for `p < kc`, `j < nc` into strips of `NR` columns, zero-padded:
+    /// `packed` holds [`packed_len`]`::<Self>(kc, nc)` values.
     fn pack_b(
         &self,
-        packed: &mut Vec<Self::Packed>,
+        packed: &mut [Self::Packed],
         b: View<Self::A>,
         p0: usize,
         kc: usize,
         j0: usize,
         nc: usize,
     ) {
-        pack_strips(packed, b, p0, kc, j0, nc, Self::NR, 1, |x| self.convert(x));
+        pack_strips::<_, _, 1>(packed, b, p0, kc, j0, nc, Self::NR, |x| self.convert(x));
     }
 
     /// An operand value as the packed strips hold it.
@@ -446,46 +456,74 @@ pub(crate) trait Kernel: Sync {
     unsafe fn tile(&self, tile: &Tile<Self::A, Self::Packed>);
 }
 
-/// Pack strips of `nr` columns of `b` (`group` consecutive `k` values of a column together, for
-/// `vdpbf16ps`'s pairs), zero-padded in both directions. Strip `s` starts at `s * nr * kc'`
-/// where `kc'` is `kc` rounded up to `group`.
+/// Pack strips of `nr` columns of `b` (`GROUP` consecutive `k` values of a column side by side,
+/// for `vdpbf16ps`'s pairs), zero-padded in both directions. Strip `s` starts at
+/// `s * nr * kc'` where `kc'` is `kc` rounded up to `GROUP`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_strips<A: Copy, P: Copy + Default>(
-    packed: &mut Vec<P>,
+pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
+    packed: &mut [P],
     b: View<A>,
     p0: usize,
     kc: usize,
     j0: usize,
     nc: usize,
     nr: usize,
-    group: usize,
     convert: impl Fn(A) -> P,
 ) {
-    let kc_padded = kc.next_multiple_of(group);
+    let kc_padded = kc.next_multiple_of(GROUP);
     let strips = nc.div_ceil(nr);
-    packed.clear();
-    packed.resize(strips * nr * kc_padded, P::default());
-    // Step `p` of column `j` goes to group `p / group`, place `p % group`.
-    let at = |p: usize, j: usize| (p / group * nr + j) * group + p % group;
-    for (s, strip) in packed.chunks_exact_mut(nr * kc_padded).enumerate() {
+    // Every value is written below, padding included.
+    for (s, strip) in packed[..strips * nr * kc_padded]
+        .chunks_exact_mut(nr * kc_padded)
+        .enumerate()
+    {
         let (col0, cols) = (j0 + s * nr, nr.min(nc - s * nr));
-        // Read `b` along whichever direction it is contiguous in.
+        // Value `(p, j)` of the strip lies at `(p / GROUP * nr + j) * GROUP + p % GROUP`.
         if b.cs == 1 {
-            for p in 0..kc {
-                let row = &b.data[(p0 + p) * b.rs + col0..][..cols];
-                for (j, &x) in row.iter().enumerate() {
-                    strip[at(p, j)] = convert(x);
+            // `b`'s rows run along the columns: copy a run of each row.
+            for (g, group) in strip.chunks_exact_mut(nr * GROUP).enumerate() {
+                for h in 0..GROUP {
+                    let p = g * GROUP + h;
+                    let row: &[A] = if p < kc {
+                        &b.data[(p0 + p) * b.rs + col0..][..cols]
+                    } else {
+                        &[]
+                    };
+                    let mut places = group[h..].iter_mut().step_by(GROUP);
+                    for (x, &y) in places.by_ref().zip(row) {
+                        *x = convert(y);
+                    }
+                    places.for_each(|x| *x = P::default());
                 }
             }
         } else {
+            // `b`'s columns run along `k` (`matmul_nt`): copy a run of each column.
             for j in 0..cols {
-                for p in 0..kc {
-                    strip[at(p, j)] = convert(b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                let column = (0..kc).map(|p| b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                for (p, y) in column.enumerate() {
+                    strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = convert(y);
+                }
+                for p in kc..kc_padded {
+                    strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = P::default();
+                }
+            }
+            for j in cols..nr {
+                for p in 0..kc_padded {
+                    strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = P::default();
                 }
             }
         }
     }
 }
+
+/// Values of the packed strips of a `kc x nc` block of `b`.
+pub(crate) fn packed_len<K: Kernel>(kc: usize, nc: usize) -> usize {
+    nc.div_ceil(K::NR) * K::NR * kc.next_multiple_of(K::GROUP)
+}
+
+/// Largest `b` (values) packed whole, once per call, for all tasks to share (16 MiB of `f32`);
+/// a larger one is packed block by block by each task.
+const SHARED_B_MAX: usize = 1 << 22;
 
 /// Per-thread pack buffers, reused from call to call.
 pub(crate) struct Buffers<P, A> {
@@ -493,8 +531,42 @@ pub(crate) struct Buffers<P, A> {
     a: Vec<A>,
 }
 
-/// Run the blocked product with `kernel`: bands of rows spread over threads.
+/// Run the blocked product with `kernel`: blocks of the output spread over threads.
 fn run<K: Kernel>(kernel: &K, problem: &mut Problem<K::A>)
+where
+    Buffers<K::Packed, K::A>: ThreadBuffers,
+{
+    let Problem {
+        k,
+        n,
+        b,
+        accumulate,
+        ..
+    } = *problem;
+    if k == 0 {
+        if !accumulate {
+            problem.out.fill(0.0);
+        }
+        return;
+    }
+    if packed_len::<K>(k, n) > SHARED_B_MAX {
+        run_tasks(kernel, problem, None);
+        return;
+    }
+    // Pack all of `b` once, its strips spread over the threads, for every task to read.
+    K::Packed::with_shared(|packed| {
+        packed.resize(packed_len::<K>(k, n), Default::default());
+        let strip_len = packed_len::<K>(k, K::NR);
+        for_each_chunk(packed, strip_len, k * n, |s, strip| {
+            let col = s * K::NR;
+            kernel.pack_b(strip, b, 0, k, col, K::NR.min(n - col));
+        });
+        run_tasks(kernel, problem, Some(packed));
+    });
+}
+
+/// The tasks of [`run`], with all of `b` packed in `whole_b` or packing it as they go.
+fn run_tasks<K: Kernel>(kernel: &K, problem: &mut Problem<K::A>, whole_b: Option<&[K::Packed]>)
 where
     Buffers<K::Packed, K::A>: ThreadBuffers,
 {
@@ -507,29 +579,38 @@ where
         accumulate,
         ..
     } = *problem;
-    if k == 0 {
-        if !accumulate {
-            problem.out.fill(0.0);
-        }
-        return;
-    }
-    let (task_rows, task_cols) = task_shape::<K>(m, n);
+    let (task_rows, task_cols) = task_shape::<K>(m, n, whole_b.is_some());
     let col_tasks = n.div_ceil(task_cols);
     let out = SharedOut(problem.out.as_mut_ptr());
-    for_each_task(m.div_ceil(task_rows) * col_tasks, m * n * k, |task| {
-        let (row0, col0) = (task / col_tasks * task_rows, task % col_tasks * task_cols);
-        let block = Block {
-            row0,
-            rows: task_rows.min(m - row0),
-            col0,
-            cols: task_cols.min(n - col0),
-        };
-        Buffers::with(|buffers| {
-            // SAFETY: tasks cover disjoint blocks of the `m x n` output, which `out` points
-            // at (`Problem::new` checked its length), and each writes only inside its own.
-            unsafe { compute_block(kernel, buffers, out, n, a, b, block, k, accumulate) }
-        });
-    });
+    let b = match whole_b {
+        Some(packed) => PackedB::Whole(packed),
+        None => PackedB::PerTask(b),
+    };
+    for_each_task(
+        m.div_ceil(task_rows) * col_tasks,
+        m.saturating_mul(n).saturating_mul(k),
+        |task| {
+            let (row0, col0) = (task / col_tasks * task_rows, task % col_tasks * task_cols);
+            let block = Block {
+                row0,
+                rows: task_rows.min(m - row0),
+                col0,
+                cols: task_cols.min(n - col0),
+            };
+            Buffers::with(|buffers| {
+                // SAFETY: tasks cover disjoint blocks of the `m x n` output, which `out` points
+                // at (`Problem::new` checked its length), and each writes only inside its own.
+                unsafe { compute_block(kernel, buffers, out, n, a, b, block, k, accumulate) }
+            });
+        },
+    );
+}
+
+/// Where a task finds `b`'s strips: all packed already, or to be packed block by block.
+#[derive(Clone, Copy)]
+enum PackedB<'a, A, P> {
+    Whole(&'a [P]),
+    PerTask(View<'a, A>),
 }
 
 /// The output matrix, written by several tasks at once, each in its own block.
@@ -552,10 +633,12 @@ struct Block {
 }
 
 /// Rows and columns of a task's block: all the output with one thread; else about four tasks
-/// per thread (so they finish together), cut along the rows or along the columns. Cutting rows
-/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task);
-/// cutting columns makes each read all of `a` (`m x k` per task): whichever moves less.
-fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
+/// per thread (so they finish together). With `b` packed once for all, the output is cut along
+/// the rows, and along the columns too when there are too few rows for all the tasks (a weight
+/// gradient of a narrow layer). Otherwise it is cut along one direction only: cutting rows
+/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task),
+/// cutting columns makes each read all of `a` (`m x k` per task); whichever moves less.
+fn task_shape<K: Kernel>(m: usize, n: usize, whole_b: bool) -> (usize, usize) {
     let threads = thread_count();
     if threads == 1 {
         return (m, n);
@@ -563,8 +646,12 @@ fn task_shape<K: Kernel>(m: usize, n: usize) -> (usize, usize) {
     let tasks = 4 * threads;
     let row_bands = m.div_ceil(K::MR).min(tasks);
     let col_blocks = n.div_ceil(K::NR).min(tasks);
-    if 2 * row_bands * n <= col_blocks * m {
-        (m.div_ceil(row_bands).next_multiple_of(K::MR), n)
+    let rows = m.div_ceil(row_bands).next_multiple_of(K::MR);
+    if whole_b {
+        let col_blocks = col_blocks.min(tasks.div_ceil(row_bands));
+        (rows, n.div_ceil(col_blocks).next_multiple_of(K::NR))
+    } else if 2 * row_bands * n <= col_blocks * m {
+        (rows, n)
     } else {
         (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))
     }
@@ -583,7 +670,7 @@ unsafe fn compute_block<K: Kernel>(
     out: SharedOut,
     ldo: usize,
     a: View<K::A>,
-    b: View<K::A>,
+    b: PackedB<K::A, K::Packed>,
     block: Block,
     k: usize,
     accumulate: bool,
@@ -598,12 +685,26 @@ unsafe fn compute_block<K: Kernel>(
         let nc = NC.min(col0 + cols - j0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            kernel.pack_b(&mut buffers.b, b, p0, kc, j0, nc);
-            let strip_len = buffers.b.len() / nc.div_ceil(K::NR);
+            // Strip `s` of this block, from step `p0`.
+            let (strips, strip_len, first): (&[K::Packed], usize, usize) = match b {
+                PackedB::Whole(packed) => (packed, packed_len::<K>(k, K::NR), j0 / K::NR),
+                PackedB::PerTask(b) => {
+                    buffers
+                        .b
+                        .resize(packed_len::<K>(kc, nc), Default::default());
+                    kernel.pack_b(&mut buffers.b, b, p0, kc, j0, nc);
+                    (&buffers.b, packed_len::<K>(kc, K::NR), 0)
+                }
+            };
+            let step0 = match b {
+                PackedB::Whole(_) => p0 * K::NR,
+                PackedB::PerTask(_) => 0,
+            };
             for i in (row0..row0 + rows).step_by(K::MR) {
                 let tile_rows = K::MR.min(row0 + rows - i);
                 let (a_ptr, a_rs, a_cs) = kernel.a_tile(&mut buffers.a, a, i, tile_rows, p0, kc);
-                for (s, strip) in buffers.b.chunks_exact(strip_len).enumerate() {
+                for s in 0..nc.div_ceil(K::NR) {
+                    let strip = &strips[(first + s) * strip_len + step0..];
                     let col = j0 + s * K::NR;
                     let tile = Tile {
                         rows: tile_rows,
@@ -643,6 +744,39 @@ impl<P, A> Buffers<P, A> {
     }
 }
 
+thread_local! {
+    static WHOLE_B_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static WHOLE_B_U16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An element of packed strips, with the calling thread's buffer for a whole packed `b`.
+pub(crate) trait PackedValue: Copy + Default + Send + Sync + 'static {
+    /// Run `f` with the buffer.
+    fn with_shared<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+}
+
+impl PackedValue for f32 {
+    fn with_shared<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        WHOLE_B_F32.with(|cell| with_cell(cell, f))
+    }
+}
+
+impl PackedValue for u16 {
+    fn with_shared<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
+        WHOLE_B_U16.with(|cell| with_cell(cell, f))
+    }
+}
+
+/// Run `f` with the buffer in `cell`, or with a new one if it is in use: while this thread
+/// waits for a product's tasks, rayon may give it another product to run (when products are
+/// themselves called from parallel loops), which needs a buffer of its own.
+fn with_cell<T, R>(cell: &RefCell<Vec<T>>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut Vec::new()),
+    }
+}
+
 /// This thread's pack buffers of one pair of element types.
 pub(crate) trait ThreadBuffers: Sized + 'static {
     /// Run `f` with them.
@@ -663,6 +797,7 @@ thread_buffers!(BUFFERS_BF16, u16, u16);
 thread_buffers!(BUFFERS_BF16_AS_F32, f32, u16);
 
 /// Below this many multiply-adds a product runs on the calling thread.
+#[cfg(feature = "parallel")]
 const MIN_PARALLEL_WORK: usize = 1 << 18;
 
 /// Call `f(task)` for every task `0..tasks`, on all threads when `work` (multiply-adds) is
@@ -676,6 +811,28 @@ fn for_each_task(tasks: usize, work: usize, f: impl Fn(usize) + Sync) {
     }
     let _ = work;
     (0..tasks).for_each(f);
+}
+
+/// Call `f(index, chunk)` for every chunk of `chunk_len` values of `data`, on all threads when
+/// `work` is worth it.
+fn for_each_chunk<P: Send>(
+    data: &mut [P],
+    chunk_len: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [P]) + Sync,
+) {
+    #[cfg(feature = "parallel")]
+    if work >= MIN_PARALLEL_WORK && thread_count() > 1 {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
+        return;
+    }
+    let _ = work;
+    for (i, chunk) in data.chunks_mut(chunk_len).enumerate() {
+        f(i, chunk);
+    }
 }
 
 /// Threads the products are spread over: rayon's (`RAYON_NUM_THREADS`), 1 without the

@@ -5,31 +5,17 @@
 //! bound of a sum in order.
 
 use super::*;
+use crate::rng::Rng;
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [-1, 1).
-    fn value(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    fn values(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.value()).collect()
-    }
+/// `n` values uniform in [-1, 1), from the crate's generator (seeded: failures reproduce).
+fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.symmetric()).collect()
 }
 
 /// `(m, k, n)`: single values, sizes just off the tiles (14 x 32, 6 x 16, 4 x 16), `k` odd and
-/// past one block (`KC = 256`), `n` past one block of columns (`NC = 512`), long thin ones.
-const SHAPES: [(usize, usize, usize); 16] = [
+/// past one block (`KC = 256`), `n` past one block of columns (`NC = 512`), long thin ones, and
+/// a `b` too large to be packed whole ([`SHARED_B_MAX`]), packed block by block by each task.
+const SHAPES: [(usize, usize, usize); 17] = [
     (1, 1, 1),
     (1, 7, 1),
     (3, 5, 2),
@@ -46,6 +32,7 @@ const SHAPES: [(usize, usize, usize); 16] = [
     (200, 64, 40),
     (1, 300, 600),
     (300, 3, 1),
+    (3, 301, 14000),
 ];
 
 const LAYOUTS: [Layout; 3] = [Layout::Nt, Layout::Nn, Layout::Tn];
@@ -59,12 +46,12 @@ fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
 
 #[test]
 fn every_isa_gives_the_bits_of_the_plain_loops() {
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Rng::new(0x9e3779b97f4a7c15);
     for isa in Isa::available() {
         for layout in LAYOUTS {
             for (m, k, n) in SHAPES {
-                let (a, b) = (rng.values(m * k), rng.values(k * n));
-                let start = rng.values(m * n);
+                let (a, b) = (values(&mut rng, m * k), values(&mut rng, k * n));
+                let start = values(&mut rng, m * n);
                 for accumulate in [false, true] {
                     let mut want = start.clone();
                     plain::matmul(layout, &mut want, &a, &b, m, k, n, accumulate);
@@ -80,15 +67,15 @@ fn every_isa_gives_the_bits_of_the_plain_loops() {
 
 #[test]
 fn every_isa_gives_the_bits_of_the_plain_bf16_loops() {
-    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let mut rng = Rng::new(0x2545f4914f6cdd1d);
     for isa in Isa::available() {
         for layout in LAYOUTS {
             for (m, k, n) in SHAPES {
                 let (a, b) = (
-                    bf16_values(&rng.values(m * k)),
-                    bf16_values(&rng.values(k * n)),
+                    bf16_values(&values(&mut rng, m * k)),
+                    bf16_values(&values(&mut rng, k * n)),
                 );
-                let start = rng.values(m * n);
+                let start = values(&mut rng, m * n);
                 for accumulate in [false, true] {
                     let mut want = start.clone();
                     plain::matmul_bf16(layout, &mut want, &a, &b, m, k, n, accumulate);
@@ -114,9 +101,9 @@ fn bf16_values(x: &[f32]) -> Vec<u16> {
 /// sum in `f64`; for bf16, of the products of the rounded inputs.
 #[test]
 fn plain_loops_compute_the_product() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (m, k, n) = (9, 301, 11);
-    let (a, b) = (rng.values(m * k), rng.values(k * n));
+    let (a, b) = (values(&mut rng, m * k), values(&mut rng, k * n));
     let (a16, b16) = (bf16_values(&a), bf16_values(&b));
     for layout in LAYOUTS {
         let value = |x: &[f32], i: usize, p: usize, j: usize| -> (f64, f64) {
@@ -162,9 +149,9 @@ fn plain_loops_compute_the_product() {
 /// The three layouts are one product: transposing an operand by hand gives the same bits.
 #[test]
 fn layouts_agree_with_transposed_operands() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let (m, k, n) = (37, 290, 45);
-    let (a, b) = (rng.values(m * k), rng.values(n * k));
+    let (a, b) = (values(&mut rng, m * k), values(&mut rng, n * k));
     let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> {
         let mut t = vec![0.0; rows * cols];
         for r in 0..rows {
@@ -216,9 +203,9 @@ fn short_slices_do_nothing_in_release_builds() {
 #[cfg(feature = "parallel")]
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let (m, k, n) = (300, 200, 290);
-    let (a, b) = (rng.values(m * k), rng.values(k * n));
+    let (a, b) = (values(&mut rng, m * k), values(&mut rng, k * n));
     let (a16, b16) = (bf16_values(&a), bf16_values(&b));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -235,6 +222,30 @@ fn results_do_not_depend_on_the_thread_count() {
     let one = run(1);
     for threads in [2, 3, 7] {
         assert_same_bits(&run(threads), &one, &format!("{threads} threads"));
+    }
+}
+
+/// Products called from a parallel loop (as a training step may call them, one per layer or
+/// head): a thread waiting for one product's tasks may be given another product to run.
+#[cfg(feature = "parallel")]
+#[test]
+fn products_can_be_called_from_parallel_loops() {
+    use rayon::prelude::*;
+    let mut rng = Rng::new(13);
+    let (m, k, n) = (100, 300, 200);
+    let (a, b) = (values(&mut rng, m * k), values(&mut rng, n * k));
+    let mut want = vec![0.0; m * n];
+    plain::matmul(Layout::Nt, &mut want, &a, &b, m, k, n, false);
+    let outs: Vec<Vec<f32>> = (0..16)
+        .into_par_iter()
+        .map(|_| {
+            let mut out = vec![0.0; m * n];
+            matmul_nt(&mut out, &a, &b, m, k, n, false);
+            out
+        })
+        .collect();
+    for out in &outs {
+        assert_same_bits(out, &want, "nested");
     }
 }
 
@@ -263,16 +274,16 @@ fn bf16_rounds_to_nearest_even() {
         );
     }
     // Against the definition: the nearer of the two neighbours, the even one on a tie.
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for _ in 0..100_000 {
-        let x = f32::from_bits(rng.next() as u32);
+        let x = f32::from_bits(rng.next_u32());
         if !x.is_finite() || x.abs() >= 3.0e38 {
             continue;
         }
         let down = (x.to_bits() >> 16) as u16;
         let (lo, hi) = (bf16_to_f32(down) as f64, bf16_to_f32(down + 1) as f64);
         let (dl, dh) = ((x as f64 - lo).abs(), (hi - x as f64).abs());
-        let want = if dl < dh || (dl == dh && down % 2 == 0) {
+        let want = if dl < dh || (dl == dh && down.is_multiple_of(2)) {
             down
         } else {
             down + 1

@@ -226,24 +226,20 @@ impl Kernel for Avx512Dpbf16 {
     const MR: usize = 14;
     const NR: usize = 32;
 
-    fn pack_b(
-        &self,
-        packed: &mut Vec<u16>,
-        b: View<u16>,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-    ) {
-        pack_strips(packed, b, p0, kc, j0, nc, Self::NR, 2, |x| x);
+    const GROUP: usize = 2;
+
+    fn pack_b(&self, packed: &mut [u16], b: View<u16>, p0: usize, kc: usize, j0: usize, nc: usize) {
+        pack_strips::<_, _, 2>(packed, b, p0, kc, j0, nc, Self::NR, |x| x);
     }
 
     fn convert(&self, x: u16) -> u16 {
         x
     }
 
-    /// The tile reads a pair of `k` values of a row at once, so they must be adjacent: rows
-    /// of [`super::matmul_tn`]'s `a` (its columns) are copied out, zero-padded to a pair.
+    /// The tile reads a pair of `k` values of a row at once. Rows of `a` that hold them side
+    /// by side are read in place (pairs 2 values apart); [`super::matmul_tn`]'s `a`, whose
+    /// rows are its columns, is copied out as a strip of pairs, as `b` is (pairs `2 * MR`
+    /// apart, rows 2 apart).
     fn a_tile(
         &self,
         scratch: &mut Vec<u16>,
@@ -254,18 +250,16 @@ impl Kernel for Avx512Dpbf16 {
         kc: usize,
     ) -> (*const u16, usize, usize) {
         if a.cs == 1 {
-            return (a.data[row * a.rs + p0..].as_ptr(), a.rs, 1);
+            return (a.data[row * a.rs + p0..].as_ptr(), a.rs, 2);
         }
-        let width = kc.next_multiple_of(2);
-        scratch.clear();
-        scratch.resize(rows * width, 0);
-        for p in 0..kc {
-            let from = &a.data[row * a.rs + (p0 + p) * a.cs..][..rows];
-            for (i, &x) in from.iter().enumerate() {
-                scratch[i * width + p] = x;
-            }
-        }
-        (scratch.as_ptr(), width, 1)
+        let columns = View {
+            data: a.data,
+            rs: a.cs,
+            cs: a.rs,
+        };
+        scratch.resize(Self::MR * kc.next_multiple_of(2), 0);
+        pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
+        (scratch.as_ptr(), 2, 2 * Self::MR)
     }
 
     unsafe fn tile(&self, t: &Tile<u16, u16>) {
@@ -278,11 +272,11 @@ impl Kernel for Avx512Dpbf16 {
 ///
 /// # Safety
 ///
-/// The CPU has AVX-512F and AVX-512 BF16; the tile is in bounds, with `a`'s values of a row
-/// adjacent (`a_cs == 1`), and the strip holds `kc` rounded up to a pair.
+/// The CPU has AVX-512F and AVX-512 BF16; the tile is in bounds, where for this kernel `a_cs`
+/// is the distance between a row's pairs of `a` (whose two values are adjacent), and the strip
+/// holds `kc` rounded up to a pair.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn tile_dpbf16(t: &Tile<u16, u16>) {
-    debug_assert_eq!(t.a_cs, 1);
     tile::by_heights(t, &AVX512_HEIGHTS, |height, sub| {
         // SAFETY: the caller's guarantees hold for each band of rows of the tile.
         unsafe {
@@ -311,11 +305,15 @@ unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
         let mut acc = tile::load::<Avx512, u16, u16, MR, 2>(t);
         let pairs = t.kc / 2;
         for j in 0..pairs {
-            let pair = |i: usize| t.a.add(i * t.a_rs + 2 * j).cast::<u32>().read_unaligned();
+            let pair = |i: usize| {
+                t.a.add(i * t.a_rs + j * t.a_cs)
+                    .cast::<u32>()
+                    .read_unaligned()
+            };
             acc = dpbf16_step(acc, t.b.add(j * 64), pair);
         }
         if t.kc % 2 == 1 {
-            let last = |i: usize| *t.a.add(i * t.a_rs + 2 * pairs) as u32;
+            let last = |i: usize| *t.a.add(i * t.a_rs + pairs * t.a_cs) as u32;
             acc = dpbf16_step(acc, t.b.add(pairs * 64), last);
         }
         tile::store::<Avx512, u16, u16, MR, 2>(acc, t);
@@ -329,6 +327,7 @@ unsafe fn dpbf16<const MR: usize>(t: &Tile<u16, u16>) {
 ///
 /// As [`tile_dpbf16`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // constant indices keep the sums in registers
 unsafe fn dpbf16_step<const MR: usize>(
     mut acc: [[Avx512; 2]; MR],
     b: *const u16,
