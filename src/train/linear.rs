@@ -73,6 +73,11 @@ impl Bf16Copies {
         })
     }
 
+    /// Bytes of the buffers.
+    pub(crate) fn bytes(&self) -> usize {
+        (self.weights.len() + self.x.len() + self.d_out.len()) * 2
+    }
+
     /// Round the current weights.
     pub(crate) fn round_weights(&mut self, params: &Params) {
         to_bf16(&mut self.weights, params.data());

@@ -181,6 +181,50 @@ impl Workspace {
         }
     }
 
+    /// Bytes of all buffers: the activations of one micro-batch, the gradients' scratch and,
+    /// in bfloat16, the rounded copies.
+    pub fn bytes(&self) -> usize {
+        let f32s: usize = [
+            &self.rope_cos,
+            &self.rope_sin,
+            &self.residual,
+            &self.xn_att,
+            &self.rstd_att,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.lse,
+            &self.att_out,
+            &self.residual_mid,
+            &self.xn_ffn,
+            &self.rstd_ffn,
+            &self.h1,
+            &self.h3,
+            &self.gate,
+            &self.xn_final,
+            &self.rstd_final,
+            &self.logits,
+            &self.losses,
+            &self.tmp_c,
+            &self.tmp_heads,
+            &self.tmp_k,
+            &self.tmp_v,
+            &self.att_scratch,
+            &self.d_residual,
+            &self.d_xn,
+            &self.d_q,
+            &self.d_k,
+            &self.d_v,
+            &self.d_h1,
+            &self.d_h3,
+            &self.d_gate,
+        ]
+        .iter()
+        .map(|b| b.len())
+        .sum();
+        f32s * 4 + self.bf16.as_ref().map_or(0, |b| b.bytes())
+    }
+
     /// The model shape the buffers are for.
     pub fn config(&self) -> &Config {
         &self.config
