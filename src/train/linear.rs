@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::gemm::{matmul_nn, matmul_nn_bf16, matmul_nt, matmul_nt_bf16, matmul_tn};
 use crate::gemm::{matmul_tn_bf16, to_bf16};
+
 use crate::params::{Params, TensorKind};
 
 /// The arithmetic of the linear layers' matrix products (`train.py`'s `--dtype`).
@@ -80,7 +81,7 @@ impl Bf16Copies {
 
     /// Round the current weights.
     pub(crate) fn round_weights(&mut self, params: &Params) {
-        to_bf16(&mut self.weights, params.data());
+        round(&mut self.weights, params.data());
     }
 }
 
@@ -108,7 +109,7 @@ impl Layers<'_> {
         let tokens = x.len() / in_dim;
         let w = &b.weights[self.params.info(kind, layer).range()];
         let xb = &mut b.x[..x.len()];
-        to_bf16(xb, x);
+        round(xb, x);
         matmul_nt_bf16(out, xb, w, tokens, in_dim, out_dim, false);
     }
 
@@ -141,9 +142,24 @@ impl Layers<'_> {
         let tokens = x.len() / in_dim;
         let w = &b.weights[self.params.info(kind, layer).range()];
         let (xb, db) = (&mut b.x[..x.len()], &mut b.d_out[..d_out.len()]);
-        to_bf16(xb, x);
-        to_bf16(db, d_out);
+        round(xb, x);
+        round(db, d_out);
         matmul_tn_bf16(d_weight, db, xb, out_dim, tokens, in_dim, true);
         matmul_nn_bf16(d_x, db, w, tokens, out_dim, in_dim, accumulate_dx);
     }
+}
+
+/// [`to_bf16`] by blocks over rayon's threads: the output gradient of the classifier is
+/// `N x vocab` values, a pass over memory worth sharing.
+fn round(dst: &mut [u16], src: &[f32]) {
+    const BLOCK: usize = 1 << 15;
+    #[cfg(feature = "parallel")]
+    if src.len() > BLOCK {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(BLOCK)
+            .zip(src.par_chunks(BLOCK))
+            .for_each(|(d, s)| to_bf16(d, s));
+        return;
+    }
+    to_bf16(dst, src);
 }
