@@ -152,12 +152,11 @@ impl Layers<'_> {
 /// [`to_bf16`] by blocks over rayon's threads: the output gradient of the classifier is
 /// `N x vocab` values, a pass over memory worth sharing.
 fn round(dst: &mut [u16], src: &[f32]) {
-    const BLOCK: usize = 1 << 15;
     #[cfg(feature = "parallel")]
-    if src.len() > BLOCK {
+    if src.len() > 1 << 15 {
         use rayon::prelude::*;
-        dst.par_chunks_mut(BLOCK)
-            .zip(src.par_chunks(BLOCK))
+        dst.par_chunks_mut(1 << 15)
+            .zip(src.par_chunks(1 << 15))
             .for_each(|(d, s)| to_bf16(d, s));
         return;
     }
