@@ -5,7 +5,7 @@ MODEL ?= tests/models/stories260K.bin
 TOKENIZER ?= tests/models/tok512.bin
 ARGS ?=
 
-.PHONY: build run test lint examples bench c-demo train clean
+.PHONY: build run test lint examples bench bench-train c-demo train clean
 
 build:
 	$(CARGO) build --release
@@ -39,6 +39,12 @@ examples:
 # target/bench-models/ on first use). LLAMA2C_RUN=/path/to/llama2.c/run adds llama2.c's numbers.
 bench:
 	$(CARGO) bench --bench bench
+
+# Training speed on this machine: tokens/s, share of the FLOP peak, forward/backward/optimizer
+# times and peak memory for the stories260K recipe and stories15M shapes, float32 and bfloat16.
+# scripts/pytorch_train_bench.py prints PyTorch's tokens/s for the same shapes.
+bench-train:
+	$(CARGO) bench --bench train
 
 # The C API from C: llama2-rs built as a no_std static library (examples/c-demo: a panic handler
 # and a heap of the demo's own), linked into a small C program that tells a story: llama2.c's

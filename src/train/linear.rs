@@ -1,9 +1,25 @@
-//! A linear layer without bias, `y = x W^T`, forward and backward.
+//! A linear layer without bias, `y = x W^T`, forward and backward, in `f32` or in bfloat16.
 //!
-//! The matrix products come from the one `use` below, so a faster implementation is swapped in
-//! here and nowhere else.
+//! The matrix products come from the `use` below, so a faster implementation is swapped in
+//! here and nowhere else. With `--dtype bfloat16` ([`Precision::Bf16`]) both operands of every
+//! product are rounded to bfloat16 (nearest, ties to even) and the sums stay `f32`; the weights
+//! themselves, their gradients and everything outside the products stay `f32`.
 
-use crate::gemm::{matmul_nn, matmul_nt, matmul_tn};
+use crate::error::{Error, Result};
+use crate::gemm::{matmul_nn, matmul_nn_bf16, matmul_nt, matmul_nt_bf16, matmul_tn};
+use crate::gemm::{matmul_tn_bf16, to_bf16};
+
+use crate::params::{Params, TensorKind};
+
+/// The arithmetic of the linear layers' matrix products (`train.py`'s `--dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// `f32` operands and sums.
+    #[default]
+    F32,
+    /// bfloat16 copies of weights and activations, `f32` sums.
+    Bf16,
+}
 
 /// `out (N, out_dim) = x (N, in_dim) * weight (out_dim, in_dim)^T`.
 pub fn linear_forward(out: &mut [f32], x: &[f32], weight: &[f32], in_dim: usize, out_dim: usize) {
@@ -27,4 +43,122 @@ pub fn linear_backward(
     let tokens = x.len() / in_dim;
     matmul_tn(d_weight, d_out, x, out_dim, tokens, in_dim, true);
     matmul_nn(d_x, d_out, weight, tokens, out_dim, in_dim, accumulate_dx);
+}
+
+/// The bfloat16 buffers of [`Precision::Bf16`]: a rounded copy of all weights (made once per
+/// pass by [`Bf16Copies::round_weights`]) and room for two rounded activations.
+#[derive(Debug)]
+pub(crate) struct Bf16Copies {
+    weights: Vec<u16>, // like Params::data()
+    x: Vec<u16>,       // a layer's input
+    d_out: Vec<u16>,   // a layer's output gradient
+}
+
+impl Bf16Copies {
+    /// Buffers for `params_len` weights and layer inputs/output gradients of up to `max_len`
+    /// values.
+    pub(crate) fn new(params_len: usize, max_len: usize) -> Result<Bf16Copies> {
+        let zeros = |len: usize| {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+                what: "bfloat16 copies".into(),
+                bytes: len as u128 * 2,
+            })?;
+            v.resize(len, 0u16);
+            Ok::<_, Error>(v)
+        };
+        Ok(Bf16Copies {
+            weights: zeros(params_len)?,
+            x: zeros(max_len)?,
+            d_out: zeros(max_len)?,
+        })
+    }
+
+    /// Bytes of the buffers.
+    pub(crate) fn bytes(&self) -> usize {
+        (self.weights.len() + self.x.len() + self.d_out.len()) * 2
+    }
+
+    /// Round the current weights.
+    pub(crate) fn round_weights(&mut self, params: &Params) {
+        round(&mut self.weights, params.data());
+    }
+}
+
+/// The linear layers of one pass: the weights, and their bfloat16 copies when the products
+/// run in bfloat16.
+pub(crate) struct Layers<'a> {
+    pub(crate) params: &'a Params,
+    pub(crate) bf16: Option<&'a mut Bf16Copies>,
+}
+
+impl Layers<'_> {
+    /// [`linear_forward`] with the weight `(kind, layer)`.
+    pub(crate) fn forward(
+        &mut self,
+        out: &mut [f32],
+        x: &[f32],
+        (kind, layer): (TensorKind, usize),
+        in_dim: usize,
+        out_dim: usize,
+    ) {
+        let weight = self.params.get(kind, layer);
+        let Some(b) = self.bf16.as_deref_mut() else {
+            return linear_forward(out, x, weight, in_dim, out_dim);
+        };
+        let tokens = x.len() / in_dim;
+        let w = &b.weights[self.params.info(kind, layer).range()];
+        let xb = &mut b.x[..x.len()];
+        round(xb, x);
+        matmul_nt_bf16(out, xb, w, tokens, in_dim, out_dim, false);
+    }
+
+    /// [`linear_backward`] with the weight `(kind, layer)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward(
+        &mut self,
+        d_x: &mut [f32],
+        d_weight: &mut [f32],
+        d_out: &[f32],
+        x: &[f32],
+        (kind, layer): (TensorKind, usize),
+        in_dim: usize,
+        out_dim: usize,
+        accumulate_dx: bool,
+    ) {
+        let weight = self.params.get(kind, layer);
+        let Some(b) = self.bf16.as_deref_mut() else {
+            return linear_backward(
+                d_x,
+                d_weight,
+                d_out,
+                x,
+                weight,
+                in_dim,
+                out_dim,
+                accumulate_dx,
+            );
+        };
+        let tokens = x.len() / in_dim;
+        let w = &b.weights[self.params.info(kind, layer).range()];
+        let (xb, db) = (&mut b.x[..x.len()], &mut b.d_out[..d_out.len()]);
+        round(xb, x);
+        round(db, d_out);
+        matmul_tn_bf16(d_weight, db, xb, out_dim, tokens, in_dim, true);
+        matmul_nn_bf16(d_x, db, w, tokens, out_dim, in_dim, accumulate_dx);
+    }
+}
+
+/// [`to_bf16`] by blocks over rayon's threads: the output gradient of the classifier is
+/// `N x vocab` values, a pass over memory worth sharing.
+fn round(dst: &mut [u16], src: &[f32]) {
+    #[cfg(feature = "parallel")]
+    if src.len() > 1 << 15 {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(1 << 15)
+            .zip(src.par_chunks(1 << 15))
+            .for_each(|(d, s)| to_bf16(d, s));
+        return;
+    }
+    to_bf16(dst, src);
 }

@@ -64,7 +64,7 @@ mod vector;
 
 pub use dropout::{Dropout, Mask};
 pub use init::{init_params, standard_normal};
-pub use linear::{linear_backward, linear_forward};
+pub use linear::{linear_backward, linear_forward, Precision};
 pub use model::{forward_backward, loss, Workspace};
 pub use optim::{clip_grads, grad_norm, learning_rate, AdamW, AdamWConfig, Schedule};
 pub use options::{Settings, TrainOptions};

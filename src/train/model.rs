@@ -11,7 +11,7 @@
 //! `L` = layers, `H` = heads.
 
 use super::dropout::Dropout;
-use super::linear::{linear_backward, linear_forward};
+use super::linear::{Bf16Copies, Layers, Precision};
 use super::ops::{self, AttentionShape};
 use crate::error::{Error, Result};
 use crate::params::{Params, TensorKind};
@@ -60,6 +60,8 @@ pub struct Workspace {
     d_h1: Vec<f32>,        // (N, F)
     d_h3: Vec<f32>,        // (N, F)
     d_gate: Vec<f32>,      // (N, F)
+    // With `Precision::Bf16`: rounded weights, and room for a rounded (N, max(C, F, V)).
+    bf16: Option<Bf16Copies>,
 }
 
 impl Workspace {
@@ -68,6 +70,17 @@ impl Workspace {
     /// attention cannot run (odd head width, heads not a multiple of the key/value heads) or
     /// memory that cannot be had.
     pub fn new(config: &Config, batch: usize, seq_len: usize) -> Result<Workspace> {
+        Workspace::with_precision(config, batch, seq_len, Precision::F32)
+    }
+
+    /// [`Workspace::new`] for matrix products in `precision`: with [`Precision::Bf16`] the
+    /// workspace also holds bfloat16 copies of the weights and of one layer's operands.
+    pub fn with_precision(
+        config: &Config,
+        batch: usize,
+        seq_len: usize,
+        precision: Precision,
+    ) -> Result<Workspace> {
         let c = config;
         if batch == 0 || seq_len == 0 {
             return Err(Error::input(
@@ -96,6 +109,18 @@ impl Workspace {
             .ok_or_else(|| Error::input("batch too large"))?;
         let (layers, dim, kv, hidden) = (c.n_layers, c.dim, c.kv_dim(), c.hidden_dim);
         let a = |parts: &[usize]| alloc(parts);
+        let bf16 = match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                let widest = dim.max(hidden).max(c.vocab_size);
+                let params_len = crate::params::tensor_table(c)?
+                    .iter()
+                    .map(|t| t.range().end)
+                    .max()
+                    .unwrap_or(0);
+                Some(Bf16Copies::new(params_len, n.saturating_mul(widest))?)
+            }
+        };
         Ok(Workspace {
             config: *c,
             batch,
@@ -140,11 +165,64 @@ impl Workspace {
             d_h1: a(&[n, hidden])?,
             d_h3: a(&[n, hidden])?,
             d_gate: a(&[n, hidden])?,
+            bf16,
         })
         .map(|mut ws| {
             ops::rope_tables(&mut ws.rope_cos, &mut ws.rope_sin, seq_len, c.head_dim());
             ws
         })
+    }
+
+    /// The arithmetic of the matrix products.
+    pub fn precision(&self) -> Precision {
+        match self.bf16 {
+            Some(_) => Precision::Bf16,
+            None => Precision::F32,
+        }
+    }
+
+    /// Bytes of all buffers: the activations of one micro-batch, the gradients' scratch and,
+    /// in bfloat16, the rounded copies.
+    pub fn bytes(&self) -> usize {
+        let f32s: usize = [
+            &self.rope_cos,
+            &self.rope_sin,
+            &self.residual,
+            &self.xn_att,
+            &self.rstd_att,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.lse,
+            &self.att_out,
+            &self.residual_mid,
+            &self.xn_ffn,
+            &self.rstd_ffn,
+            &self.h1,
+            &self.h3,
+            &self.gate,
+            &self.xn_final,
+            &self.rstd_final,
+            &self.logits,
+            &self.losses,
+            &self.tmp_c,
+            &self.tmp_heads,
+            &self.tmp_k,
+            &self.tmp_v,
+            &self.att_scratch,
+            &self.d_residual,
+            &self.d_xn,
+            &self.d_q,
+            &self.d_k,
+            &self.d_v,
+            &self.d_h1,
+            &self.d_h3,
+            &self.d_gate,
+        ]
+        .iter()
+        .map(|b| b.len())
+        .sum();
+        f32s * 4 + self.bf16.as_ref().map_or(0, |b| b.bytes())
     }
 
     /// The model shape the buffers are for.
@@ -314,6 +392,13 @@ fn forward(
     );
     let shape = ws.attention_shape();
     let t_len = ws.seq_len;
+    if let Some(b) = ws.bf16.as_mut() {
+        b.round_weights(params);
+    }
+    let mut layers = Layers {
+        params,
+        bf16: ws.bf16.as_mut(),
+    };
 
     // x = dropout(embedding[tokens])
     let x0 = at_mut(&mut ws.residual, 0, n * dim);
@@ -327,9 +412,9 @@ fn forward(
         let rstd = at_mut(&mut ws.rstd_att, l, n);
         ops::rmsnorm_forward(xn, rstd, x, params.get(AttnNorm, l));
         let xn = at(&ws.xn_att, l, n * dim);
-        linear_forward(&mut ws.tmp_c, xn, params.get(Wq, l), dim, dim);
-        linear_forward(&mut ws.tmp_k, xn, params.get(Wk, l), dim, kv);
-        linear_forward(&mut ws.tmp_v, xn, params.get(Wv, l), dim, kv);
+        layers.forward(&mut ws.tmp_c, xn, (Wq, l), dim, dim);
+        layers.forward(&mut ws.tmp_k, xn, (Wk, l), dim, kv);
+        layers.forward(&mut ws.tmp_v, xn, (Wv, l), dim, kv);
         ops::rope_forward(&mut ws.tmp_c, &ws.rope_cos, &ws.rope_sin, hd, dim);
         ops::rope_forward(&mut ws.tmp_k, &ws.rope_cos, &ws.rope_sin, hd, kv);
         let q = at_mut(&mut ws.q, l, n * dim);
@@ -350,10 +435,10 @@ fn forward(
         );
         let att_out = at_mut(&mut ws.att_out, l, n * dim);
         ops::merge_heads(att_out, &ws.tmp_heads, t_len, heads, hd);
-        linear_forward(
+        layers.forward(
             &mut ws.tmp_c,
             at(&ws.att_out, l, n * dim),
-            params.get(Wo, l),
+            (Wo, l),
             dim,
             dim,
         );
@@ -376,26 +461,14 @@ fn forward(
             params.get(FfnNorm, l),
         );
         let xn = at(&ws.xn_ffn, l, n * dim);
-        linear_forward(
-            at_mut(&mut ws.h1, l, n * hidden),
-            xn,
-            params.get(W1, l),
-            dim,
-            hidden,
-        );
-        linear_forward(
-            at_mut(&mut ws.h3, l, n * hidden),
-            xn,
-            params.get(W3, l),
-            dim,
-            hidden,
-        );
+        layers.forward(at_mut(&mut ws.h1, l, n * hidden), xn, (W1, l), dim, hidden);
+        layers.forward(at_mut(&mut ws.h3, l, n * hidden), xn, (W3, l), dim, hidden);
         let gate = at_mut(&mut ws.gate, l, n * hidden);
         ops::swiglu_forward(gate, at(&ws.h1, l, n * hidden), at(&ws.h3, l, n * hidden));
-        linear_forward(
+        layers.forward(
             &mut ws.tmp_c,
             at(&ws.gate, l, n * hidden),
-            params.get(W2, l),
+            (W2, l),
             hidden,
             dim,
         );
@@ -415,10 +488,10 @@ fn forward(
         x,
         params.get(FinalNorm, 0),
     );
-    linear_forward(
+    layers.forward(
         &mut ws.logits,
         &ws.xn_final,
-        params.get(Classifier, 0),
+        (Classifier, 0),
         dim,
         c.vocab_size,
     );
@@ -451,15 +524,20 @@ fn backward(
     );
     let shape = ws.attention_shape();
     let t_len = ws.seq_len;
+    // The bfloat16 weights are the ones `forward` rounded.
+    let mut layers = Layers {
+        params,
+        bf16: ws.bf16.as_mut(),
+    };
 
     // Loss and classifier, then the final norm into d_residual.
     ops::cross_entropy_backward(&mut ws.logits, targets, c.vocab_size, scale);
-    linear_backward(
+    layers.backward(
         &mut ws.d_xn,
         grads.get_mut(Classifier, 0),
         &ws.logits,
         &ws.xn_final,
-        params.get(Classifier, 0),
+        (Classifier, 0),
         dim,
         c.vocab_size,
         false,
@@ -481,12 +559,12 @@ fn backward(
             &ws.d_residual,
             dropout.mask(layer_site(l, FFN_OUT_SITE)),
         );
-        linear_backward(
+        layers.backward(
             &mut ws.d_gate,
             grads.get_mut(W2, l),
             &ws.tmp_c,
             at(&ws.gate, l, n * hidden),
-            params.get(W2, l),
+            (W2, l),
             hidden,
             dim,
             false,
@@ -494,22 +572,22 @@ fn backward(
         let (h1, h3) = (at(&ws.h1, l, n * hidden), at(&ws.h3, l, n * hidden));
         ops::swiglu_backward(&mut ws.d_h1, &mut ws.d_h3, &ws.d_gate, h1, h3);
         let xn = at(&ws.xn_ffn, l, n * dim);
-        linear_backward(
+        layers.backward(
             &mut ws.d_xn,
             grads.get_mut(W1, l),
             &ws.d_h1,
             xn,
-            params.get(W1, l),
+            (W1, l),
             dim,
             hidden,
             false,
         );
-        linear_backward(
+        layers.backward(
             &mut ws.d_xn,
             grads.get_mut(W3, l),
             &ws.d_h3,
             xn,
-            params.get(W3, l),
+            (W3, l),
             dim,
             hidden,
             true,
@@ -529,12 +607,12 @@ fn backward(
             &ws.d_residual,
             dropout.mask(layer_site(l, ATTENTION_OUT_SITE)),
         );
-        linear_backward(
+        layers.backward(
             &mut ws.d_xn,
             grads.get_mut(Wo, l),
             &ws.tmp_c,
             at(&ws.att_out, l, n * dim),
-            params.get(Wo, l),
+            (Wo, l),
             dim,
             dim,
             false,
@@ -559,32 +637,32 @@ fn backward(
         ops::rope_backward(&mut ws.d_q, &ws.rope_cos, &ws.rope_sin, hd, dim);
         ops::rope_backward(&mut ws.d_k, &ws.rope_cos, &ws.rope_sin, hd, kv);
         let xn = at(&ws.xn_att, l, n * dim);
-        linear_backward(
+        layers.backward(
             &mut ws.d_xn,
             grads.get_mut(Wq, l),
             &ws.d_q,
             xn,
-            params.get(Wq, l),
+            (Wq, l),
             dim,
             dim,
             false,
         );
-        linear_backward(
+        layers.backward(
             &mut ws.d_xn,
             grads.get_mut(Wk, l),
             &ws.d_k,
             xn,
-            params.get(Wk, l),
+            (Wk, l),
             dim,
             kv,
             true,
         );
-        linear_backward(
+        layers.backward(
             &mut ws.d_xn,
             grads.get_mut(Wv, l),
             &ws.d_v,
             xn,
-            params.get(Wv, l),
+            (Wv, l),
             dim,
             kv,
             true,

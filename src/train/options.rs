@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 pub enum Dtype {
     /// Everything in `f32`.
     Float32,
-    /// Matrix products in `bfloat16` (not implemented yet: refused when training starts).
+    /// Matrix products on `bfloat16` copies of weights and activations, with `f32` sums; weights,
+    /// gradients and Adam's moments stay `f32`.
     Bfloat16,
 }
 

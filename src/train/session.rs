@@ -25,7 +25,7 @@ use super::options::{Dtype, Settings, TrainOptions};
 use super::state::{self, RunPosition};
 use super::{
     clip_grads, forward_backward, init_params, learning_rate, loss, AdamW, AdamWConfig, Dropout,
-    Schedule, Workspace,
+    Precision, Schedule, Workspace,
 };
 use crate::checkpoint::{Config, Format};
 use crate::convert::write_atomically;
@@ -380,11 +380,6 @@ pub fn run(options: &TrainOptions, mut progress: impl FnMut(Progress)) -> Result
         Some(s) => options.resumed_settings(&s.position.settings)?,
         None => options.settings.clone(),
     };
-    if settings.dtype == Dtype::Bfloat16 {
-        return Err(Error::input(
-            "--dtype bfloat16: not implemented yet; train with --dtype float32",
-        ));
-    }
     let (params, origin, adam, position) = match resumed {
         Some(s) => {
             let origin = format!("{} at step {}", files.state.display(), s.position.step);
@@ -477,7 +472,7 @@ pub fn run(options: &TrainOptions, mut progress: impl FnMut(Progress)) -> Result
         .map_err(|e| Error::io(&files.log, e))?;
     let mut trainer = Trainer {
         grads: params.zeros_like()?,
-        ws: Workspace::new(&config, b, t)?,
+        ws: Workspace::with_precision(&config, b, t, precision(settings.dtype))?,
         x: vec![0; b * t],
         y: vec![0; b * t],
         stream: Stream::new(train, settings.order, settings.seed),
@@ -648,5 +643,13 @@ impl Trainer<'_> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The matrix products' arithmetic for `--dtype`.
+fn precision(dtype: Dtype) -> Precision {
+    match dtype {
+        Dtype::Float32 => Precision::F32,
+        Dtype::Bfloat16 => Precision::Bf16,
     }
 }
