@@ -19,7 +19,7 @@
 //! * Softmax finds the maximum with vectors (a maximum is the same in any order), takes the C
 //!   library's `e^x` of each value and adds them in order.
 //!
-//! So all instruction sets, and the plain loops of [`super::plain`], give the same bits, and a
+//! So all instruction sets, and the plain loops of [`crate::reference`], give the same bits, and a
 //! batch of tokens gives exactly the numbers of one token at a time.
 //!
 //! Every function here is `unsafe`: it trusts its caller (the checked methods of
