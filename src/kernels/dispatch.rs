@@ -223,19 +223,15 @@ impl Kernels {
     }
 
     /// The fast-arithmetic kernels running `kernel` (see [`Arithmetic::Fast`]): the exact table
-    /// of the same instruction set, except that one position's matrix products (float and int8),
-    /// attention's dot products and weighted sums, and softmax call [`crate::fast`] with
-    /// `kernel`. Batches of positions (a prompt) keep the exact products, which read each weight
-    /// once for the whole batch.
+    /// of the widest instruction set, except that one position's matrix products (float and
+    /// int8), attention's dot products and weighted sums, and softmax call [`crate::fast`] with
+    /// `kernel` (whose instruction set the timing chose, maybe a narrower one), and that a batch
+    /// of positions times a float matrix is [`crate::gemm::matmul_nt`] (with `std`). Int8
+    /// batches keep the exact products.
     pub fn fast(kernel: fast::Kernel) -> Kernels {
-        let isa = match kernel.isa {
-            fast::Isa::Portable => Isa::Portable,
-            fast::Isa::Avx2 => Isa::Avx2,
-            fast::Isa::Avx512 => Isa::Avx512,
-        };
         Kernels {
             fast: Some(kernel),
-            ..Kernels::exact(isa)
+            ..Kernels::exact(Isa::detect())
         }
     }
 

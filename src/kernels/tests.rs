@@ -504,3 +504,14 @@ fn softmax_rows_equals_softmax_of_each_row() {
         assert_same_bits(&together, &alone, &format!("{rows} rows of {width}"));
     }
 }
+
+#[test]
+fn fast_tables_batch_on_the_widest_instruction_set() {
+    // The timing may pick a narrower instruction set for one position's products; a prompt's
+    // batched products must not follow it down (they ran at a third of the speed when they did).
+    for isa in crate::fast::Isa::available() {
+        let table = Kernels::fast(crate::fast::Kernel::new(isa));
+        assert_eq!(table.isa(), Isa::detect(), "fast kernel on {isa:?}");
+        assert_eq!(table.fast_kernel(), Some(crate::fast::Kernel::new(isa)));
+    }
+}
