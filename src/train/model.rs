@@ -46,6 +46,7 @@ pub struct Workspace {
     rstd_final: Vec<f32>, // (N)
     logits: Vec<f32>,   // (N, V), turned into their gradient by the backward pass
     losses: Vec<f32>,   // (N) per-token loss
+    logits_lse: Vec<f32>, // (N) log-sum-exp of each row of logits
     // Scratch, reused by every layer.
     tmp_c: Vec<f32>,       // (N, C)
     tmp_heads: Vec<f32>,   // (N, C) head-major attention output / its gradient
@@ -145,6 +146,7 @@ impl Workspace {
             rstd_final: a(&[n])?,
             logits: a(&[n, c.vocab_size])?,
             losses: a(&[n])?,
+            logits_lse: a(&[n])?,
             tmp_c: a(&[n, dim])?,
             tmp_heads: a(&[n, dim])?,
             tmp_k: a(&[n, kv])?,
@@ -205,6 +207,7 @@ impl Workspace {
             &self.rstd_final,
             &self.logits,
             &self.losses,
+            &self.logits_lse,
             &self.tmp_c,
             &self.tmp_heads,
             &self.tmp_k,
@@ -495,7 +498,13 @@ fn forward(
         dim,
         c.vocab_size,
     );
-    ops::cross_entropy_forward(&mut ws.losses, &ws.logits, targets, c.vocab_size);
+    ops::cross_entropy_forward(
+        &mut ws.losses,
+        &mut ws.logits_lse,
+        &ws.logits,
+        targets,
+        c.vocab_size,
+    );
     let total: f64 = ws.losses.iter().map(|&l| l as f64).sum();
     (total / n as f64) as f32
 }
@@ -531,7 +540,8 @@ fn backward(
     };
 
     // Loss and classifier, then the final norm into d_residual.
-    ops::cross_entropy_backward(&mut ws.logits, targets, c.vocab_size, scale);
+    // The log-sum-exps of forward's logits, which are still in `ws.logits`.
+    ops::cross_entropy_backward(&mut ws.logits, &ws.logits_lse, targets, c.vocab_size, scale);
     layers.backward(
         &mut ws.d_xn,
         grads.get_mut(Classifier, 0),

@@ -465,35 +465,48 @@ pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
 // ----------------------------------------------------------------------------------------------
 // Cross-entropy of the softmax of the logits, one target per row
 
-/// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row. `targets` must be below `V`.
-pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u16], vocab: usize) {
-    for_each_block_of_rows([losses], 1, vocab, |_, first_row, block| {
-        cross_entropy_rows(block, logits, targets, vocab, first_row)
+/// `losses (N)`: `-log softmax(logits (N, V))[target]` of each row, and `lse (N)`: each row's
+/// log-sum-exp, which the backward pass reuses. `targets` must be below `V`.
+pub fn cross_entropy_forward(
+    losses: &mut [f32],
+    lse: &mut [f32],
+    logits: &[f32],
+    targets: &[u16],
+    vocab: usize,
+) {
+    for_each_block_of_rows([&mut *lse], 1, vocab, |_, first_row, block| {
+        log_sum_exp_rows(block, logits, vocab, first_row)
     });
+    for (i, (loss, &lse)) in losses.iter_mut().zip(lse.iter()).enumerate() {
+        *loss = lse - logits[i * vocab + targets[i] as usize];
+    }
 }
 
 widest! {
-    /// [`cross_entropy_forward`] for the rows from `first_row` on, one per value of `losses`.
-    fn cross_entropy_rows / cross_entropy_rows_body(
-        losses: &mut [f32],
+    /// The log-sum-exp of the rows of `logits` from `first_row` on, one per value of `lse`.
+    fn log_sum_exp_rows / log_sum_exp_rows_body(
+        lse: &mut [f32],
         logits: &[f32],
-        targets: &[u16],
         vocab: usize,
         first_row: usize,
     ) {
-        for (r, loss) in losses.iter_mut().enumerate() {
-            let i = first_row + r;
-            let row = &logits[i * vocab..][..vocab];
-            *loss = log_sum_exp(row) - row[targets[i] as usize];
+        for (r, lse) in lse.iter_mut().enumerate() {
+            *lse = log_sum_exp(&logits[(first_row + r) * vocab..][..vocab]);
         }
     }
 }
 
 /// Turns `logits (N, V)` in place into the gradient of `scale * sum of the rows' losses`:
-/// `scale * (softmax(row) - onehot(target))`.
-pub fn cross_entropy_backward(logits: &mut [f32], targets: &[u16], vocab: usize, scale: f32) {
+/// `scale * (softmax(row) - onehot(target))`, with `lse` from [`cross_entropy_forward`].
+pub fn cross_entropy_backward(
+    logits: &mut [f32],
+    lse: &[f32],
+    targets: &[u16],
+    vocab: usize,
+    scale: f32,
+) {
     for_each_block_of_rows([logits], vocab, vocab, |_, first_row, block| {
-        softmax_gradient_rows(block, targets, vocab, scale, first_row)
+        softmax_gradient_rows(block, lse, targets, vocab, scale, first_row)
     });
 }
 
@@ -501,13 +514,14 @@ widest! {
     /// [`cross_entropy_backward`] for the rows of `block`, the first being row `first_row`.
     fn softmax_gradient_rows / softmax_gradient_rows_body(
         block: &mut [f32],
+        lse: &[f32],
         targets: &[u16],
         vocab: usize,
         scale: f32,
         first_row: usize,
     ) {
         for (r, row) in block.chunks_exact_mut(vocab).enumerate() {
-            let lse = log_sum_exp(row);
+            let lse = lse[first_row + r];
             for x in row.iter_mut() {
                 *x = exp(*x - lse) * scale;
             }

@@ -294,22 +294,22 @@ fn cross_entropy_backward_matches_finite_differences() {
     let targets = [2u16, 6, 0];
     let r = [0.5f32, -1.0, 2.0]; // a weight per row's loss: checks the scale too
     let obj = |logits: &[f32]| {
-        let mut losses = vec![0.0; rows];
-        ops::cross_entropy_forward(&mut losses, logits, &targets, vocab);
+        let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+        ops::cross_entropy_forward(&mut losses, &mut lse, logits, &targets, vocab);
         weighted_sum(&losses, &r)
     };
     // The gradient of sum_i r_i loss_i, row by row, through the per-row `scale`.
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    ops::cross_entropy_forward(&mut losses, &mut lse, &logits, &targets, vocab);
     let mut grad = logits.clone();
     for i in 0..rows {
         let row = &mut grad[i * vocab..][..vocab];
-        ops::cross_entropy_backward(row, &targets[i..=i], vocab, r[i]);
+        ops::cross_entropy_backward(row, &lse[i..=i], &targets[i..=i], vocab, r[i]);
     }
     check_gradient("cross-entropy", &logits, &grad, 1e-2, 1e-3, obj);
     // And the loss itself: -log softmax at the target.
     let row = &logits[vocab..2 * vocab];
     let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
-    let mut losses = vec![0.0; rows];
-    ops::cross_entropy_forward(&mut losses, &logits, &targets, vocab);
     assert!((losses[1] as f64 - (z.ln() - row[6] as f64)).abs() < 1e-5);
 }
 

@@ -19,7 +19,8 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let rounded = x * LOG2E + ROUND;
+    let n = rounded - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -28,25 +29,72 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
-    e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // `rounded`'s low mantissa bits hold n (offset by ROUND's own bits, 0x4B40_0000): integer
+    // arithmetic on them builds 2^n, where `n as i32` would not vectorize (Rust's saturating
+    // float-to-int conversion becomes scalar code).
+    let biased = rounded
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    e_r * f32::from_bits(biased << 23)
 }
 
-/// `x[i] = e^(x[i] - shift)`, returning their sum (eight partial sums).
+/// Values per block of the `exp` sums: the exponentials of a block are computed in one loop
+/// (which vectorizes), then added into the eight partial sums (a loop doing both did not).
+const EXP_BLOCK: usize = 64;
+
+/// `x[i] = e^(x[i] - shift)`, returning their sum (eight partial sums: value `i` goes to sum
+/// `i mod 8`, in order).
 #[inline(always)]
 pub fn exp_shifted_sum(x: &mut [f32], shift: f32) -> f32 {
     let mut acc = [0.0f32; 8];
-    let mut chunks = x.chunks_exact_mut(8);
-    for c in &mut chunks {
+    let mut blocks = x.chunks_exact_mut(EXP_BLOCK);
+    for block in &mut blocks {
+        exp_shifted(block, shift);
+        add_into_lanes(&mut acc, block);
+    }
+    let rest = blocks.into_remainder();
+    exp_shifted(rest, shift);
+    finish_sum(acc, rest)
+}
+
+/// `sum_i e^(x[i] - shift)`, added as [`exp_shifted_sum`] adds them.
+#[inline(always)]
+pub fn sum_exp(x: &[f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut buf = [0.0f32; EXP_BLOCK];
+    let mut blocks = x.chunks_exact(EXP_BLOCK);
+    for block in &mut blocks {
+        for (e, &v) in buf.iter_mut().zip(block) {
+            *e = exp(v - shift);
+        }
+        add_into_lanes(&mut acc, &buf);
+    }
+    let rest = blocks.remainder();
+    let buf = &mut buf[..rest.len()];
+    for (e, &v) in buf.iter_mut().zip(rest) {
+        *e = exp(v - shift);
+    }
+    finish_sum(acc, buf)
+}
+
+/// `acc[i % 8] += x[i]` in order, for `x` of a multiple of 8 values.
+#[inline(always)]
+fn add_into_lanes(acc: &mut [f32; 8], x: &[f32]) {
+    for c in x.chunks_exact(8) {
         for i in 0..8 {
-            c[i] = exp(c[i] - shift);
             acc[i] += c[i];
         }
     }
-    let mut tail = 0.0f32;
-    for v in chunks.into_remainder() {
-        *v = exp(*v - shift);
-        tail += *v;
-    }
+}
+
+/// The eight partial sums with the values of `rest` (fewer than [`EXP_BLOCK`]) added: whole
+/// groups of eight into the sums, then the sums by a fixed tree, plus the last few in order.
+#[inline(always)]
+fn finish_sum(mut acc: [f32; 8], rest: &[f32]) -> f32 {
+    let whole = rest.len() / 8 * 8;
+    add_into_lanes(&mut acc, &rest[..whole]);
+    let tail: f32 = rest[whole..].iter().sum();
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
@@ -65,20 +113,6 @@ pub fn max(x: &[f32]) -> f32 {
         }
     }
     acc.iter().fold(tail, |m, &v| m.max(v))
-}
-
-/// `sum_i e^(x[i] - shift)` with eight partial sums.
-#[inline(always)]
-pub fn sum_exp(x: &[f32], shift: f32) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += exp(c[i] - shift);
-        }
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// Dot product with eight partial sums.
@@ -139,5 +173,29 @@ mod tests {
         let e = super::sum_exp(&x, 21.0) as f64;
         let want: f64 = (1..=21).map(|i| ((i - 21) as f64).exp()).sum();
         assert!((e - want).abs() < 1e-6);
+    }
+
+    /// The blocked sums add exactly as eight lanes in order would, at every length.
+    #[test]
+    fn exp_sums_follow_the_eight_lane_order() {
+        for len in 0..300 {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37) % 101) as f32 * 0.05 - 2.0)
+                .collect();
+            let mut acc = [0.0f32; 8];
+            let whole = len / 8 * 8;
+            for (i, &v) in x[..whole].iter().enumerate() {
+                acc[i % 8] += super::exp(v - 0.5);
+            }
+            let tail: f32 = x[whole..].iter().map(|&v| super::exp(v - 0.5)).sum();
+            let want = ((acc[0] + acc[4]) + (acc[1] + acc[5]))
+                + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+                + tail;
+            assert_eq!(super::sum_exp(&x, 0.5).to_bits(), want.to_bits(), "{len}");
+            let mut y = x.clone();
+            let sum = super::exp_shifted_sum(&mut y, 0.5);
+            assert_eq!(sum.to_bits(), want.to_bits(), "{len}");
+            assert!(y.iter().zip(&x).all(|(&e, &v)| e == super::exp(v - 0.5)));
+        }
     }
 }
