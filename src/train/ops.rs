@@ -256,9 +256,9 @@ widest! {
             // y_t = sum_j (p_j / sum) mask_j v_j, dividing once at the end.
             apply_mask(p, mask, (bh * t_len + t) * t_len);
             let inv_sum = 1.0 / sum;
-            for (d, y) in y[t * hd..][..hd].iter_mut().enumerate() {
-                *y = dot(p, &v_t[d * t_len..][..=t]) * inv_sum;
-            }
+            let y = &mut y[t * hd..][..hd];
+            dots(y, p, v_t, t_len);
+            y.iter_mut().for_each(|y| *y *= inv_sum);
         }
     }
 }
@@ -344,9 +344,8 @@ widest! {
                 let row = (bh * t_len + t) * t_len;
                 apply_mask(a, mask, row);
                 // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
-                dp.fill(0.0);
+                scores(dp, d_y_t, v_t, t_len, 1.0);
                 for (d, &g) in d_y_t.iter().enumerate() {
-                    axpy(dp, g, &v_t[d * t_len..][..=t]);
                     axpy(&mut d_v_t[d * t_len..][..=t], g, a);
                 }
                 apply_mask(dp, mask, row);
@@ -356,9 +355,7 @@ widest! {
                     *ds = p * (*ds - p_dot_dp) * scale;
                 }
                 let ds = &*dp;
-                for (d, dq) in d_q[t * hd..][..hd].iter_mut().enumerate() {
-                    *dq = dot(ds, &k_t[d * t_len..][..=t]);
-                }
+                dots(&mut d_q[t * hd..][..hd], ds, k_t, t_len);
                 for (d, &qd) in q_t.iter().enumerate() {
                     axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
                 }
@@ -370,12 +367,67 @@ widest! {
 }
 
 /// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
-/// `k_t (hd, T)`.
+/// `k_t (hd, T)`: for each position, `0 + (q_0 scale) k_0j + (q_1 scale) k_1j + ...` in order
+/// of `d`, computed 16 positions at a time so that `s` is written once, not once per `d`.
 #[inline(always)]
 fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
-    s.fill(0.0);
-    for (d, &qd) in q_t.iter().enumerate() {
-        axpy(s, qd * scale, &k_t[d * t_len..][..s.len()]);
+    const BLOCK: usize = 16;
+    let whole = s.len() / BLOCK * BLOCK;
+    for j in (0..whole).step_by(BLOCK) {
+        let mut acc = [0.0f32; BLOCK];
+        for (d, &qd) in q_t.iter().enumerate() {
+            let (a, k) = (qd * scale, &k_t[d * t_len + j..][..BLOCK]);
+            for i in 0..BLOCK {
+                acc[i] += a * k[i];
+            }
+        }
+        s[j..j + BLOCK].copy_from_slice(&acc);
+    }
+    for (j, s) in s.iter_mut().enumerate().skip(whole) {
+        let mut acc = 0.0f32;
+        for (d, &qd) in q_t.iter().enumerate() {
+            acc += qd * scale * k_t[d * t_len + j];
+        }
+        *s = acc;
+    }
+}
+
+/// `out_d = dot(p, rows_d)` for each `d` (see [`dot`], whose sums these are bit for bit), with
+/// `rows_d = rows[d * t_len..][..p.len()]`: four rows at a time, each load of `p` serving four.
+#[inline(always)]
+fn dots(out: &mut [f32], p: &[f32], rows: &[f32], t_len: usize) {
+    const ROWS: usize = 4;
+    let (n, whole) = (p.len(), p.len() / 8 * 8);
+    let done = out.len() / ROWS * ROWS;
+    let mut groups = out.chunks_exact_mut(ROWS);
+    for (g, out) in (&mut groups).enumerate() {
+        let first = g * ROWS * t_len;
+        let row = |r: usize| &rows[first + r * t_len..][..n];
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        let mut acc = [[0.0f32; 8]; ROWS];
+        let chunks = p
+            .chunks_exact(8)
+            .zip(r0.chunks_exact(8))
+            .zip(r1.chunks_exact(8))
+            .zip(r2.chunks_exact(8))
+            .zip(r3.chunks_exact(8));
+        for ((((pc, v0), v1), v2), v3) in chunks {
+            for i in 0..8 {
+                acc[0][i] += pc[i] * v0[i];
+                acc[1][i] += pc[i] * v1[i];
+                acc[2][i] += pc[i] * v2[i];
+                acc[3][i] += pc[i] * v3[i];
+            }
+        }
+        for (out, (acc, v)) in out.iter_mut().zip(acc.iter().zip([r0, r1, r2, r3])) {
+            let tail: f32 = p[whole..].iter().zip(&v[whole..]).map(|(x, y)| x * y).sum();
+            *out = ((acc[0] + acc[4]) + (acc[1] + acc[5]))
+                + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+                + tail;
+        }
+    }
+    for (d, out) in groups.into_remainder().iter_mut().enumerate() {
+        *out = dot(p, &rows[(done + d) * t_len..][..n]);
     }
 }
 
