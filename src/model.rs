@@ -473,7 +473,16 @@ impl Model {
         // are concatenated into xb (m, dim).
         let cached = ..(start + m) * kv_dim;
         let shape = attention_shape(c);
-        k.attention(xb, q, &keys[cached], &values[cached], scores, start, shape);
+        k.attention(
+            xb,
+            q,
+            &keys[cached],
+            &values[cached],
+            scores,
+            xb2,
+            start,
+            shape,
+        );
 
         // Output projection, then the residual connection.
         k.matmul_each([&mut **xb2], [&w.wo], xb, scratch);
@@ -484,7 +493,16 @@ impl Model {
             kernels::rms_norm(out, row, w.ffn_norm);
         }
         k.matmul_each([&mut **hb, &mut **hb2], [&w.w1, &w.w3], xb, scratch);
-        kernels::swiglu(hb, hb2);
+        // SwiGLU calls `exp` per value: a prompt's batch spreads its rows over the threads.
+        let hidden = hb.len() / m;
+        kernels::parallel::for_each_block_of_rows(
+            [&mut **hb],
+            hidden,
+            hidden * 8,
+            |_, first, gate| {
+                kernels::swiglu(gate, &hb2[first * hidden..][..gate.len()]);
+            },
+        );
         k.matmul_each([&mut **xb], [&w.w2], hb, scratch);
         kernels::add_in_place(x, xb);
     }

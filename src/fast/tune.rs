@@ -14,18 +14,22 @@
 //! programs falls on all of them alike; each is scored by its fastest run (noise only ever
 //! adds time).
 //!
+//! Each run spreads the slice's rows over the threads exactly as decoding does
+//! ([`for_each_block_of_rows`]), so that a kernel is timed with every core pulling from memory
+//! at once, as in decoding, not alone with the memory to itself.
+//!
 //! `LLAMA2_ISA` (`portable`, `avx2`, `avx512`) restricts the candidates to one instruction set.
-//! This module times on the calling thread only; it does not know about threads.
 
 use std::time::{Duration, Instant};
 
 use super::{matvec_f32, matvec_q8, Isa, Kernel};
+use crate::kernels::parallel::for_each_block_of_rows;
 
 /// Prefetch distances tried, in bytes ahead of each row's reads (0: none).
 pub const PREFETCH_CHOICES: [usize; 4] = [0, 1024, 4096, 16384];
 
 /// A slice of the matrix timed in one run: about this many bytes of weights.
-const SLICE_BYTES: usize = 512 * 1024;
+const SLICE_BYTES: usize = 1024 * 1024;
 
 /// Where decoding will find the weights, so where the timing should take them from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +104,10 @@ pub fn plan_f32(
             evict(w);
         }
         let start = Instant::now();
-        matvec_f32(kernel, &mut out[..n], w, &x);
+        for_each_block_of_rows([&mut out[..n]], 1, cols, |_, first, block| {
+            let w = &w[first * cols..(first + block.len()) * cols];
+            matvec_f32(kernel, block, w, &x);
+        });
         start.elapsed()
     })
 }
@@ -139,7 +146,11 @@ pub fn plan_q8(
             evict(s);
         }
         let start = Instant::now();
-        matvec_q8(kernel, &mut out[..n], w, s, &xq, &xs, group);
+        for_each_block_of_rows([&mut out[..n]], 1, cols, |_, first, block| {
+            let w = &w[first * cols..(first + block.len()) * cols];
+            let s = &s[first * groups..(first + block.len()) * groups];
+            matvec_q8(kernel, block, w, s, &xq, &xs, group);
+        });
         start.elapsed()
     })
 }

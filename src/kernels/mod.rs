@@ -46,7 +46,7 @@ mod x86;
 #[allow(unused_imports)]
 use crate::prelude::*;
 pub use dispatch::{Arithmetic, Isa, Kernels};
-pub use ops::{transpose, AttentionShape, MatmulScratch, Matrix};
+pub use ops::{transpose_columns, AttentionShape, MatmulScratch, Matrix};
 
 /// RMSNorm with llama2.c's epsilon: `out = weight * x / sqrt(mean(x^2) + 1e-5)`.
 ///

@@ -182,7 +182,11 @@ impl Kernels {
         let mut at = 0;
         for (out, w) in outs.into_iter().zip(ms) {
             let len = m * w.rows();
-            transpose(out, &out_t[at..at + len], w.rows(), m);
+            let products = &out_t[at..at + len];
+            // Each block of tokens (rows of `out`) gathers its columns of the products.
+            parallel::for_each_block_of_rows([out], w.rows(), w.rows(), |_, first, block| {
+                transpose_columns(block, products, w.rows(), m, first);
+            });
             at += len;
         }
     }
@@ -227,6 +231,8 @@ impl Kernels {
     /// * `keys` and `values`: `(start + m, kv_dim)`, the layer's KV cache, these positions
     ///   included
     /// * `scores`: scratch of at least `m * n_heads * (start + m)`
+    /// * `by_head`: scratch of `m * n_heads * head_dim` values when `m > 1` (a batch's outputs
+    ///   head by head, before they are put in place)
     ///
     /// Query head `h` reads key/value head `h / kv_mul` (grouped-query attention).
     #[allow(clippy::too_many_arguments)]
@@ -237,6 +243,7 @@ impl Kernels {
         keys: &[f32],
         values: &[f32],
         scores: &mut [f32],
+        by_head: &mut [f32],
         start: usize,
         shape: AttentionShape,
     ) {
@@ -269,8 +276,8 @@ impl Kernels {
             return;
         }
         let work = m * n_heads * stride * head_dim;
-        parallel::for_each_head(out, scores, head_dim, stride, work, |i, out_head, att| {
-            let (t, h) = (i / n_heads, i % n_heads);
+        // One query position `t` of head `h`, into `out_head` (head_dim) with `att` (stride).
+        let one = |t: usize, h: usize, out_head: &mut [f32], att: &mut [f32]| {
             let n_pos = start + t + 1;
             let q_head = &q[t * dim + h * head_dim..t * dim + (h + 1) * head_dim];
             let att = &mut att[..n_pos];
@@ -282,7 +289,38 @@ impl Kernels {
             self.divide(att, (head_dim as f32).sqrt());
             self.softmax(att);
             self.weighted_sum(out_head, att, values, kv_dim);
-        });
+        };
+        if m == 1 {
+            parallel::for_each_head(out, scores, head_dim, stride, work, |h, out_head, att| {
+                one(0, h, out_head, att)
+            });
+            return;
+        }
+        // A batch goes head by head, so that a thread reads one head's keys and values for all
+        // the positions while they are in its caches; the outputs are then put in place.
+        let by_head = &mut by_head[..m * dim];
+        let (per_head, per_head_scores) = (m * head_dim, m * stride);
+        parallel::for_each_head(
+            by_head,
+            scores,
+            per_head,
+            per_head_scores,
+            work,
+            |h, o, att| {
+                for (t, (out_head, att)) in o
+                    .chunks_exact_mut(head_dim)
+                    .zip(att.chunks_exact_mut(stride))
+                    .enumerate()
+                {
+                    one(t, h, out_head, att);
+                }
+            },
+        );
+        for (h, heads) in by_head.chunks_exact(per_head).enumerate() {
+            for (row, head) in out.chunks_exact_mut(dim).zip(heads.chunks_exact(head_dim)) {
+                row[h * head_dim..(h + 1) * head_dim].copy_from_slice(head);
+            }
+        }
     }
 }
 
@@ -293,17 +331,19 @@ fn has_narrow_heads(shape: AttentionShape) -> bool {
     shape.head_dim < 16 && shape.kv_mul <= MAX_KV_MUL
 }
 
-/// Write the `(rows, cols)` matrix `input` transposed into `out`, `(cols, rows)`: `out[c * rows +
-/// r] = input[r * cols + c]`. It goes a square tile at a time, so that both matrices are read
-/// and written a few cache lines at a time rather than one value per line.
-pub fn transpose(out: &mut [f32], input: &[f32], rows: usize, cols: usize) {
+/// Write columns `first..` of the `(rows, cols)` matrix `input` transposed into `out`, which
+/// holds `out.len() / rows` of them as rows: `out[(c - first) * rows + r] = input[r * cols + c]`.
+/// It goes a square tile at a time, so that both matrices are read and written a few cache
+/// lines at a time rather than one value per line.
+pub fn transpose_columns(out: &mut [f32], input: &[f32], rows: usize, cols: usize, first: usize) {
     const TILE: usize = 16;
-    debug_assert!(out.len() == rows * cols && input.len() == rows * cols);
+    let n = out.len() / rows;
+    debug_assert!(input.len() == rows * cols && first + n <= cols);
     for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
+        for c0 in (0..n).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = input[r * cols + c];
+                for c in c0..(c0 + TILE).min(n) {
+                    out[c * rows + r] = input[r * cols + first + c];
                 }
             }
         }

@@ -216,7 +216,16 @@ fn attention_matches_plain_with_grouped_heads() {
         };
         let mut fast = vec![0.0; n_heads * head_dim];
         let mut scores = vec![0.0; n_heads * n_pos];
-        Kernels::detect().attention(&mut fast, &q, &keys, &values, &mut scores, n_pos - 1, shape);
+        Kernels::detect().attention(
+            &mut fast,
+            &q,
+            &keys,
+            &values,
+            &mut scores,
+            &mut [],
+            n_pos - 1,
+            shape,
+        );
         let mut slow = vec![0.0; n_heads * head_dim];
         plain::attention(
             &mut slow,
