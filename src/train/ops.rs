@@ -167,8 +167,10 @@ pub fn merge_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, hea
 //   y_t = sum_j a_j v_j.
 // The T x T weights are not stored: the forward pass keeps each row's log-sum-exp
 // (`lse_t = log sum_j exp(s_j)`), and the backward pass recomputes p_j = exp(s_j - lse_t).
-// A task (one head of one sequence) first transposes its keys and values to (hd, T), so that
-// every inner loop runs along positions j: long, contiguous, vectorizable.
+// A task (one head of one sequence) first transposes its keys (and, backward, its values) to
+// (hd, T), so that the loops that make a row of scores run along positions j: long,
+// contiguous, vectorizable. Sums of rows weighted by a row of scores (y_t, d_q_t) read the rows
+// as they are, a head-wide vector per position ([`weighted_rows`]).
 
 /// The shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -213,7 +215,7 @@ pub fn attention_forward(
     mask: Mask,
 ) {
     let (t_len, hd) = (s.seq_len, s.head_dim);
-    let per_task = t_len * (1 + 2 * hd);
+    let per_task = t_len * (1 + hd);
     let scratch = &mut scratch[..s.batch * s.heads * per_task];
     for_each_zip3(
         (y, t_len * hd),
@@ -226,7 +228,7 @@ pub fn attention_forward(
 
 widest! {
     /// Attention of one head of one sequence: `y (T, hd)`, `lse (T)`, `scratch` of
-    /// `T (1 + 2 hd)` values, for head `bh = b * H + h`.
+    /// `T (1 + hd)` values, for head `bh = b * H + h`.
     fn forward_head / forward_head_body(
         y: &mut [f32],
         lse: &mut [f32],
@@ -242,11 +244,9 @@ widest! {
         let scale = 1.0 / (hd as f32).sqrt();
         let (b, h) = (bh / s.heads, bh % s.heads);
         let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
-        let (p, kv_t) = scratch.split_at_mut(t_len);
-        let (k_t, v_t) = kv_t.split_at_mut(t_len * hd);
-        transpose(k_t, &k[kv..][..t_len * hd], t_len, hd);
-        transpose(v_t, &v[kv..][..t_len * hd], t_len, hd);
-        let q = &q[bh * t_len * hd..][..t_len * hd];
+        let (p, k_t) = scratch.split_at_mut(t_len);
+        transpose(&mut k_t[..t_len * hd], &k[kv..][..t_len * hd], t_len, hd);
+        let (q, v) = (&q[bh * t_len * hd..][..t_len * hd], &v[kv..][..t_len * hd]);
         for t in 0..t_len {
             let p = &mut p[..=t];
             scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
@@ -257,7 +257,7 @@ widest! {
             apply_mask(p, mask, (bh * t_len + t) * t_len);
             let inv_sum = 1.0 / sum;
             let y = &mut y[t * hd..][..hd];
-            dots(y, p, v_t, t_len);
+            weighted_rows(y, p, v);
             y.iter_mut().for_each(|y| *y *= inv_sum);
         }
     }
@@ -355,7 +355,7 @@ widest! {
                     *ds = p * (*ds - p_dot_dp) * scale;
                 }
                 let ds = &*dp;
-                dots(&mut d_q[t * hd..][..hd], ds, k_t, t_len);
+                weighted_rows(&mut d_q[t * hd..][..hd], ds, &k[kv..][..t_len * hd]);
                 for (d, &qd) in q_t.iter().enumerate() {
                     axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
                 }
@@ -392,42 +392,60 @@ fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
     }
 }
 
-/// `out_d = dot(p, rows_d)` for each `d` (see [`dot`], whose sums these are bit for bit), with
-/// `rows_d = rows[d * t_len..][..p.len()]`: four rows at a time, each load of `p` serving four.
+/// `out = sum_j w_j row_j` over the rows `rows[j * hd..][..hd]`, `j < w.len()`, `hd =
+/// out.len()`: four partial sums (row `j` into sum `j mod 4`, in order), added as `(s0 + s1) +
+/// (s2 + s3)`. Each row is a short vector (a head), so four independent chains of adds keep
+/// the adders busy; common head widths get a version whose sums stay in registers.
 #[inline(always)]
-fn dots(out: &mut [f32], p: &[f32], rows: &[f32], t_len: usize) {
-    const ROWS: usize = 4;
-    let (n, whole) = (p.len(), p.len() / 8 * 8);
-    let done = out.len() / ROWS * ROWS;
-    let mut groups = out.chunks_exact_mut(ROWS);
-    for (g, out) in (&mut groups).enumerate() {
-        let first = g * ROWS * t_len;
-        let row = |r: usize| &rows[first + r * t_len..][..n];
-        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-        let mut acc = [[0.0f32; 8]; ROWS];
-        let chunks = p
-            .chunks_exact(8)
-            .zip(r0.chunks_exact(8))
-            .zip(r1.chunks_exact(8))
-            .zip(r2.chunks_exact(8))
-            .zip(r3.chunks_exact(8));
-        for ((((pc, v0), v1), v2), v3) in chunks {
-            for i in 0..8 {
-                acc[0][i] += pc[i] * v0[i];
-                acc[1][i] += pc[i] * v1[i];
-                acc[2][i] += pc[i] * v2[i];
-                acc[3][i] += pc[i] * v3[i];
+fn weighted_rows(out: &mut [f32], w: &[f32], rows: &[f32]) {
+    match out.len() {
+        8 => weighted_rows_of::<8>(out, w, rows),
+        16 => weighted_rows_of::<16>(out, w, rows),
+        32 => weighted_rows_of::<32>(out, w, rows),
+        48 => weighted_rows_of::<48>(out, w, rows),
+        64 => weighted_rows_of::<64>(out, w, rows),
+        hd => {
+            out.fill(0.0);
+            let mut sums = vec![0.0f32; 4 * hd];
+            for (j, (&w, row)) in w.iter().zip(rows.chunks_exact(hd)).enumerate() {
+                axpy(&mut sums[(j % 4) * hd..][..hd], w, row);
+            }
+            let (s01, s23) = sums.split_at(2 * hd);
+            for (d, out) in out.iter_mut().enumerate() {
+                *out = (s01[d] + s01[hd + d]) + (s23[d] + s23[hd + d]);
             }
         }
-        for (out, (acc, v)) in out.iter_mut().zip(acc.iter().zip([r0, r1, r2, r3])) {
-            let tail: f32 = p[whole..].iter().zip(&v[whole..]).map(|(x, y)| x * y).sum();
-            *out = ((acc[0] + acc[4]) + (acc[1] + acc[5]))
-                + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-                + tail;
+    }
+}
+
+/// [`weighted_rows`] for rows of `HD` values.
+#[inline(always)]
+fn weighted_rows_of<const HD: usize>(out: &mut [f32], w: &[f32], rows: &[f32]) {
+    let (mut s0, mut s1, mut s2, mut s3) = ([0.0f32; HD], [0.0f32; HD], [0.0f32; HD], [0.0f32; HD]);
+    let quads = w.len() / 4;
+    for (w4, r4) in w.chunks_exact(4).zip(rows.chunks_exact(4 * HD)).take(quads) {
+        let (r0, rest) = r4.split_at(HD);
+        let (r1, rest) = rest.split_at(HD);
+        let (r2, r3) = rest.split_at(HD);
+        for d in 0..HD {
+            s0[d] += w4[0] * r0[d];
+            s1[d] += w4[1] * r1[d];
+            s2[d] += w4[2] * r2[d];
+            s3[d] += w4[3] * r3[d];
         }
     }
-    for (d, out) in groups.into_remainder().iter_mut().enumerate() {
-        *out = dot(p, &rows[(done + d) * t_len..][..n]);
+    let sums = [&mut s0, &mut s1, &mut s2, &mut s3];
+    for (k, sum) in sums.into_iter().enumerate() {
+        let j = quads * 4 + k;
+        if j < w.len() {
+            let row = &rows[j * HD..][..HD];
+            for d in 0..HD {
+                sum[d] += w[j] * row[d];
+            }
+        }
+    }
+    for d in 0..HD {
+        out[d] = (s0[d] + s1[d]) + (s2[d] + s3[d]);
     }
 }
 
@@ -592,6 +610,29 @@ fn log_sum_exp(row: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use crate::train::Dropout;
+
+    /// Weighted sums of rows, for every specialised head width and one that is not, and any
+    /// number of rows: within rounding of an `f64` sum.
+    #[test]
+    fn weighted_rows_sum_every_row() {
+        for hd in [8, 12, 16, 32, 48, 64] {
+            for n in [0, 1, 3, 4, 5, 17, 64] {
+                let w: Vec<f32> = (0..n).map(|j| ((j * 7) % 11) as f32 * 0.1 - 0.4).collect();
+                let rows: Vec<f32> = (0..n * hd)
+                    .map(|i| ((i * 13) % 17) as f32 * 0.05 - 0.3)
+                    .collect();
+                let mut out = vec![f32::NAN; hd];
+                weighted_rows(&mut out, &w, &rows);
+                for (d, &o) in out.iter().enumerate() {
+                    let want: f64 = (0..n).map(|j| w[j] as f64 * rows[j * hd + d] as f64).sum();
+                    assert!(
+                        (o as f64 - want).abs() < 1e-5,
+                        "hd {hd}, {n} rows, d {d}: {o} vs {want}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The widest build of the attention loops gives the bits of the plain build.
     #[test]
