@@ -195,7 +195,9 @@ impl AttentionShape {
     /// Scratch values [`attention_forward`] and [`attention_backward`] need (saturating at
     /// `usize::MAX`, which no allocation satisfies).
     pub fn scratch_len(&self) -> usize {
-        let per_task = self.seq_len.saturating_mul(3 + 4 * self.head_dim);
+        let per_task = self
+            .seq_len
+            .saturating_mul(BACKWARD_ROWS + 4 * self.head_dim);
         per_task.saturating_mul(self.batch * self.heads)
     }
 }
@@ -284,7 +286,7 @@ pub fn attention_backward(
     mask: Mask,
 ) {
     let (t_len, hd, rep) = (s.seq_len, s.head_dim, s.rep());
-    let per_task = t_len * (3 + 4 * hd);
+    let per_task = t_len * (BACKWARD_ROWS + 4 * hd);
     let scratch = &mut scratch[..s.batch * s.kv_heads * per_task];
     for_each_zip4(
         (d_q, rep * t_len * hd),
@@ -300,7 +302,9 @@ pub fn attention_backward(
 
 widest! {
     /// Gradients of the query heads of key/value head `bg = b * (H / rep) + g`: `d_q`
-    /// `(rep, T, hd)`, `d_k, d_v (T, hd)`, `scratch` of `T (3 + 4 hd)` values.
+    /// `(rep, T, hd)`, `d_k, d_v (T, hd)`, `scratch` of `T (BACKWARD_ROWS + 4 hd)` values.
+    /// Query rows go by groups of [`GROUP`], whose contributions to `d_k` and `d_v` are added
+    /// in one pass over them (row after row, as one at a time would).
     fn backward_kv_head / backward_kv_head_body(
         d_q: &mut [f32],
         d_k: &mut [f32],
@@ -319,9 +323,9 @@ widest! {
         let scale = 1.0 / (hd as f32).sqrt();
         let b = bg / s.kv_heads;
         let kv = bg * t_len * hd;
-        let (rows, cols) = scratch.split_at_mut(3 * t_len);
+        let (rows, cols) = scratch.split_at_mut(BACKWARD_ROWS * t_len);
         let (p, rest) = rows.split_at_mut(t_len);
-        let (dp, a) = rest.split_at_mut(t_len);
+        let (a4, ds4) = rest.split_at_mut(GROUP * t_len);
         let (k_t, rest) = cols.split_at_mut(t_len * hd);
         let (v_t, rest) = rest.split_at_mut(t_len * hd);
         let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
@@ -334,35 +338,76 @@ widest! {
             let q = &q[bh * t_len * hd..][..t_len * hd];
             let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
             let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
-            for t in 0..t_len {
-                let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
-                let (p, dp, a) = (&mut p[..=t], &mut dp[..=t], &mut a[..=t]);
-                // The forward pass's weights again: p and a = p * mask.
-                scores(p, q_t, k_t, t_len, scale);
-                exp_shifted(p, lse[bh * t_len + t]);
-                a.copy_from_slice(p);
-                let row = (bh * t_len + t) * t_len;
-                apply_mask(a, mask, row);
-                // dP_j = (d_y_t . v_j) * mask_j, and d_v_j += a_j d_y_t.
-                scores(dp, d_y_t, v_t, t_len, 1.0);
-                for (d, &g) in d_y_t.iter().enumerate() {
-                    axpy(&mut d_v_t[d * t_len..][..=t], g, a);
+            for t0 in (0..t_len).step_by(GROUP) {
+                let rows = GROUP.min(t_len - t0);
+                // Keys the group reaches; a row's weights past its own position are 0.
+                let n = t0 + rows;
+                for i in 0..rows {
+                    let t = t0 + i;
+                    let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
+                    let (a, ds) = (&mut a4[i * t_len..][..n], &mut ds4[i * t_len..][..n]);
+                    a[t + 1..].fill(0.0);
+                    ds[t + 1..].fill(0.0);
+                    let (p, a, dp) = (&mut p[..=t], &mut a[..=t], &mut ds[..=t]);
+                    // The forward pass's weights again: p and a = p * mask.
+                    scores(p, q_t, k_t, t_len, scale);
+                    exp_shifted(p, lse[bh * t_len + t]);
+                    a.copy_from_slice(p);
+                    let row = (bh * t_len + t) * t_len;
+                    apply_mask(a, mask, row);
+                    // dP_j = (d_y_t . v_j) * mask_j (d_v_j += a_j d_y_t below).
+                    scores(dp, d_y_t, v_t, t_len, 1.0);
+                    apply_mask(dp, mask, row);
+                    // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
+                    let p_dot_dp = dot(p, dp);
+                    for (ds, &p) in dp.iter_mut().zip(p.iter()) {
+                        *ds = p * (*ds - p_dot_dp) * scale;
+                    }
+                    weighted_rows(&mut d_q[t * hd..][..hd], dp, &k[kv..][..t_len * hd]);
                 }
-                apply_mask(dp, mask, row);
-                // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
-                let p_dot_dp = dot(p, dp);
-                for (ds, &p) in dp.iter_mut().zip(p.iter()) {
-                    *ds = p * (*ds - p_dot_dp) * scale;
-                }
-                let ds = &*dp;
-                weighted_rows(&mut d_q[t * hd..][..hd], ds, &k[kv..][..t_len * hd]);
-                for (d, &qd) in q_t.iter().enumerate() {
-                    axpy(&mut d_k_t[d * t_len..][..=t], qd, ds);
-                }
+                // d_v_j += a_j d_y_t and d_k_j += ds_j q_t, for the group's rows in order.
+                let last = rows - 1;
+                let g: [&[f32]; GROUP] =
+                    core::array::from_fn(|i| &d_y[(t0 + i.min(last)) * hd..][..hd]);
+                let q_rows: [&[f32]; GROUP] =
+                    core::array::from_fn(|i| &q[(t0 + i.min(last)) * hd..][..hd]);
+                let a_rows: [&[f32]; GROUP] =
+                    core::array::from_fn(|i| &a4[i.min(last) * t_len..][..n]);
+                let ds_rows: [&[f32]; GROUP] =
+                    core::array::from_fn(|i| &ds4[i.min(last) * t_len..][..n]);
+                add_rows(d_v_t, t_len, rows, g, a_rows);
+                add_rows(d_k_t, t_len, rows, q_rows, ds_rows);
             }
         }
         transpose(d_k, d_k_t, hd, t_len);
         transpose(d_v, d_v_t, hd, t_len);
+    }
+}
+
+/// Query rows whose contributions to the key and value gradients go in one pass.
+const GROUP: usize = 4;
+/// Rows of `T` values a backward task keeps: `p`, and `a` and `ds` for each row of a group.
+const BACKWARD_ROWS: usize = 1 + 2 * GROUP;
+
+/// `out_d += c_0[d] x_0 + c_1[d] x_1 + ...` for the rows `out_d = out_t[d * t_len..]` (as long
+/// as the `x_i`), the first `rows` pairs `(c_i, x_i)`, added one pair after the other, as one
+/// [`axpy`] per pair would: with all [`GROUP`] pairs, in one pass over `out_t`.
+#[inline(always)]
+fn add_rows(out_t: &mut [f32], t_len: usize, rows: usize, c: [&[f32]; GROUP], x: [&[f32]; GROUP]) {
+    let n = x[0].len();
+    for (d, out) in out_t.chunks_exact_mut(t_len).take(c[0].len()).enumerate() {
+        let out = &mut out[..n];
+        if rows < GROUP {
+            for i in 0..rows {
+                axpy(out, c[i][d], x[i]);
+            }
+            continue;
+        }
+        let (c0, c1, c2, c3) = (c[0][d], c[1][d], c[2][d], c[3][d]);
+        let xs = x[0].iter().zip(x[1]).zip(x[2]).zip(x[3]);
+        for (o, (((&x0, &x1), &x2), &x3)) in out.iter_mut().zip(xs) {
+            *o = (((*o + c0 * x0) + c1 * x1) + c2 * x2) + c3 * x3;
+        }
     }
 }
 
