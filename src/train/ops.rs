@@ -12,7 +12,7 @@
 
 use super::dropout::Mask;
 use super::isa::widest;
-use super::par::{for_each_zip3, for_each_zip4};
+use super::par::{for_each_block, for_each_zip2, for_each_zip3, for_each_zip4};
 use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
 use crate::kernels::parallel::for_each_block_of_rows;
 
@@ -518,28 +518,69 @@ fn transpose(out: &mut [f32], x: &[f32], rows: usize, cols: usize) {
 // ----------------------------------------------------------------------------------------------
 // SwiGLU: gate = silu(h1) * h3, silu(x) = x * sigmoid(x)
 
+/// Values per task of the elementwise SwiGLU loops (spread over the threads).
+const ELEMENTWISE_BLOCK: usize = 16 * 1024;
+/// Rough cost of one SwiGLU value in multiply-adds (an `exp` and a division), to decide whether
+/// waking threads pays.
+const SWIGLU_COST: usize = 24;
+
 /// `out (N, F) = silu(h1) * h3`, elementwise.
 pub fn swiglu_forward(out: &mut [f32], h1: &[f32], h3: &[f32]) {
-    for ((o, &a), &b) in out.iter_mut().zip(h1).zip(h3) {
-        *o = silu(a) * b;
+    let block = ELEMENTWISE_BLOCK;
+    for_each_block((out, block), block * SWIGLU_COST, |i, out| {
+        let at = i * block;
+        swiglu_forward_block(out, &h1[at..], &h3[at..])
+    });
+}
+
+widest! {
+    /// [`swiglu_forward`] for the values of `out`.
+    fn swiglu_forward_block / swiglu_forward_body(out: &mut [f32], h1: &[f32], h3: &[f32]) {
+        for ((o, &a), &b) in out.iter_mut().zip(h1).zip(h3) {
+            *o = silu(a) * b;
+        }
     }
 }
 
 /// `d_h1 = d_out * h3 * silu'(h1)`, `d_h3 = d_out * silu(h1)`, with
 /// `silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))`. Both overwritten.
 pub fn swiglu_backward(d_h1: &mut [f32], d_h3: &mut [f32], d_out: &[f32], h1: &[f32], h3: &[f32]) {
-    let inputs = d_out.iter().zip(h1).zip(h3);
-    for ((d1, d3), ((&dy, &a), &b)) in d_h1.iter_mut().zip(d_h3.iter_mut()).zip(inputs) {
-        let sig = sigmoid(a);
-        *d1 = dy * b * sig * (1.0 + a * (1.0 - sig));
-        *d3 = dy * a * sig;
+    let block = ELEMENTWISE_BLOCK;
+    for_each_zip2(
+        (d_h1, block),
+        (d_h3, block),
+        block * SWIGLU_COST,
+        |i, d1, d3| {
+            let at = i * block;
+            swiglu_backward_block(d1, d3, &d_out[at..], &h1[at..], &h3[at..])
+        },
+    );
+}
+
+widest! {
+    /// [`swiglu_backward`] for the values of `d_h1` and `d_h3`.
+    fn swiglu_backward_block / swiglu_backward_body(
+        d_h1: &mut [f32],
+        d_h3: &mut [f32],
+        d_out: &[f32],
+        h1: &[f32],
+        h3: &[f32],
+    ) {
+        let inputs = d_out.iter().zip(h1).zip(h3);
+        for ((d1, d3), ((&dy, &a), &b)) in d_h1.iter_mut().zip(d_h3.iter_mut()).zip(inputs) {
+            let sig = sigmoid(a);
+            *d1 = dy * b * sig * (1.0 + a * (1.0 - sig));
+            *d3 = dy * a * sig;
+        }
     }
 }
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+#[inline(always)]
 fn silu(x: f32) -> f32 {
     x * sigmoid(x)
 }
