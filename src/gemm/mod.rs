@@ -636,8 +636,10 @@ struct Block {
 /// per thread (so they finish together). With `b` packed once for all, the output is cut along
 /// the rows, and along the columns too when there are too few rows for all the tasks (a weight
 /// gradient of a narrow layer). Otherwise it is cut along one direction only: cutting rows
-/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task),
-/// cutting columns makes each read all of `a` (`m x k` per task); whichever moves less.
+/// makes each task pack its own copy of `b` (reading and writing `k x n` values per task), so
+/// then there is one band of rows per thread (the classifier's input gradient of stories15M ran
+/// 1.3x faster in f32 and 1.6x in bf16 than with four per thread); cutting columns makes each
+/// read all of `a` (`m x k` per task); whichever moves less.
 fn task_shape<K: Kernel>(m: usize, n: usize, whole_b: bool) -> (usize, usize) {
     let threads = thread_count();
     if threads == 1 {
@@ -651,7 +653,9 @@ fn task_shape<K: Kernel>(m: usize, n: usize, whole_b: bool) -> (usize, usize) {
         let col_blocks = col_blocks.min(tasks.div_ceil(row_bands));
         (rows, n.div_ceil(col_blocks).next_multiple_of(K::NR))
     } else if 2 * row_bands * n <= col_blocks * m {
-        (rows, n)
+        // Each band packs all of `b`: one band per thread, not four.
+        let bands = m.div_ceil(K::MR).min(threads);
+        (m.div_ceil(bands).next_multiple_of(K::MR), n)
     } else {
         (m, n.div_ceil(col_blocks).next_multiple_of(K::NR))
     }
