@@ -449,15 +449,20 @@ fn weighted_rows(out: &mut [f32], w: &[f32], rows: &[f32]) {
         32 => weighted_rows_of::<32>(out, w, rows),
         48 => weighted_rows_of::<48>(out, w, rows),
         64 => weighted_rows_of::<64>(out, w, rows),
+        // Other widths: 16 of the head's values at a time, the same sums.
         hd => {
-            out.fill(0.0);
-            let mut sums = vec![0.0f32; 4 * hd];
-            for (j, (&w, row)) in w.iter().zip(rows.chunks_exact(hd)).enumerate() {
-                axpy(&mut sums[(j % 4) * hd..][..hd], w, row);
-            }
-            let (s01, s23) = sums.split_at(2 * hd);
-            for (d, out) in out.iter_mut().enumerate() {
-                *out = (s01[d] + s01[hd + d]) + (s23[d] + s23[hd + d]);
+            for d0 in (0..hd).step_by(16) {
+                let width = 16.min(hd - d0);
+                let mut sums = [[0.0f32; 16]; 4];
+                for (j, &w) in w.iter().enumerate() {
+                    let row = &rows[j * hd + d0..][..width];
+                    for (sum, &v) in sums[j % 4].iter_mut().zip(row) {
+                        *sum += w * v;
+                    }
+                }
+                for (d, out) in out[d0..d0 + width].iter_mut().enumerate() {
+                    *out = (sums[0][d] + sums[1][d]) + (sums[2][d] + sums[3][d]);
+                }
             }
         }
     }
