@@ -8,9 +8,13 @@
 //!   first, as in `benches/gemm.rs`) that the model's FLOPs per token make of it;
 //! * the step split into forward (the loss alone, `train::loss`), backward
 //!   (`forward_backward` minus that forward) and optimizer (clipping and AdamW);
-//! * the peak resident memory (`VmHWM`, reset before each configuration) against the budget
-//!   parameters x 16 bytes (weights, gradients, Adam's two moments) plus the workspace of one
-//!   micro-batch ([`Workspace::bytes`]: activations, gradient scratch, bfloat16 copies).
+//! * the peak resident memory (`VmHWM`; each configuration runs in a process of its own),
+//!   what of it was there before training began (the program with its code paged in, its
+//!   libraries and threads),
+//!   and the budget for the rest: parameters x 16 bytes (weights, gradients, Adam's two
+//!   moments) plus the memory of one micro-batch: the workspace ([`Workspace::bytes`]:
+//!   activations, gradient scratch, bfloat16 copies) and what the matrix products' pack
+//!   buffers hold ([`gemm::pack_buffer_bytes`], a few MiB per thread at most).
 //!
 //! FLOPs per token, as PaLM's and nanoGPT's MFU count them: `6 P + 12 L T C`, where `P` is the
 //! parameters that take part in matrix products (every linear layer and the classifier, not the
@@ -95,14 +99,17 @@ struct StepTimes {
 }
 
 fn main() {
+    let steps: usize = env_or("BENCH_TRAIN_STEPS", "3").parse().unwrap_or(3).max(1);
+    if let Ok(child) = std::env::var(CHILD) {
+        return measure_one(&child, steps);
+    }
     let threads = gemm::thread_count();
     println!("training benchmark: {threads} threads, {}", cpu_name());
     let peak = measure_peak(threads);
-    let steps: usize = env_or("BENCH_TRAIN_STEPS", "3").parse().unwrap_or(3).max(1);
     let models = env_or("BENCH_TRAIN_MODELS", "260K,15M");
     let dtypes = env_or("BENCH_TRAIN_DTYPES", "float32,bfloat16");
     println!(
-        "\n{:<5} {:>8} {:>9} {:>8} {:>9} {:>7} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>8}",
+        "\n{:<5} {:>8} {:>9} {:>8} {:>9} {:>7} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>7} {:>7}",
         "model",
         "dtype",
         "B x T",
@@ -114,54 +121,108 @@ fn main() {
         "bwd ms",
         "opt ms",
         "RSS MiB",
+        "before",
         "budget"
     );
     for shape in shapes() {
         if !models.split(',').any(|m| m.trim() == shape.name) {
             continue;
         }
-        for (dtype, precision) in [("float32", Precision::F32), ("bfloat16", Precision::Bf16)] {
+        for dtype in ["float32", "bfloat16"] {
             if !dtypes.split(',').any(|d| d.trim() == dtype) {
                 continue;
             }
-            reset_peak_rss();
-            let (times, budget) = run(&shape, precision, steps);
-            let tokens = (shape.batch * shape.seq_len) as f64;
-            let step = times.forward_backward + times.optimizer;
-            let tok_per_s = tokens / step;
-            let flops = flops_per_token(&shape.config, shape.seq_len);
-            let rate = flops * tok_per_s;
-            let peak_rate = match precision {
-                Precision::F32 => peak.f32,
-                Precision::Bf16 => peak.bf16.unwrap_or(peak.f32),
+            let peak_rate = match dtype {
+                "float32" => peak.f32,
+                _ => peak.bf16.unwrap_or(peak.f32),
             };
-            let ms = |s: f64| s * 1e3;
-            println!(
-                "{:<5} {:>8} {:>9} {:>8.2} {:>9.0} {:>7.1} {:>5.1}% | {:>8.1} {:>8.1} {:>8.1} | {:>8} {:>8.0}",
-                shape.name,
-                dtype,
-                format!("{}x{}", shape.batch, shape.seq_len),
-                flops / 1e6,
-                tok_per_s,
-                rate / 1e9,
-                100.0 * rate / peak_rate,
-                ms(times.forward),
-                ms(times.forward_backward - times.forward),
-                ms(times.optimizer),
-                peak_rss_mib().map_or("?".into(), |m| format!("{m:.0}")),
-                budget as f64 / (1 << 20) as f64,
-            );
+            // Each configuration in a process of its own, as a training run would be: what one
+            // leaves in the allocator's free lists must not count for (or against) the next.
+            let status = std::process::Command::new(std::env::current_exe().expect("this bench"))
+                .args(std::env::args().skip(1))
+                .env(CHILD, format!("{} {dtype} {peak_rate}", shape.name))
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("{} {dtype}: the measuring process failed", shape.name);
+            }
         }
     }
     println!(
         "(tok/s: B x T over the fastest full step of {steps}; FLOPs per token 6 P + 12 L T C; \
          peak: share of the f32 peak for float32, of the vdpbf16ps peak for bfloat16; \
-         RSS: VmHWM of the configuration; budget: parameters x 16 bytes + workspace)"
+         RSS: VmHWM of the configuration's own process, of which `before` was there before \
+         training began; budget for the rest: parameters x 16 bytes + workspace + pack buffers)"
+    );
+}
+
+/// The variable that asks a child process to measure one configuration: `"model dtype peak"`
+/// (the peak in FLOP/s, measured once by the parent).
+const CHILD: &str = "BENCH_TRAIN_ONE";
+
+/// Measure the configuration `spec` (see [`CHILD`]) and print its row of the table.
+fn measure_one(spec: &str, steps: usize) {
+    let mut words = spec.split_whitespace();
+    let (Some(name), Some(dtype), Some(peak_rate)) = (words.next(), words.next(), words.next())
+    else {
+        panic!("{CHILD}: expected \"model dtype peak\", got {spec:?}");
+    };
+    let shape = shapes()
+        .into_iter()
+        .find(|s| s.name == name)
+        .expect("a known model");
+    let precision = match dtype {
+        "float32" => Precision::F32,
+        _ => Precision::Bf16,
+    };
+    let peak_rate: f64 = peak_rate.parse().expect("the peak");
+    // The program before training: its code paged in and its threads started by a few steps
+    // of a tiny model (whose buffers are a few KiB).
+    let tiny = Shape {
+        name: "tiny",
+        config: Config {
+            dim: 16,
+            hidden_dim: 32,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            vocab_size: 32,
+            seq_len: 8,
+            shared_classifier: true,
+        },
+        batch: 1,
+        seq_len: 8,
+    };
+    run(&tiny, precision, 1);
+    reset_peak_rss();
+    let before = peak_rss_mib();
+    let (times, budget) = run(&shape, precision, steps);
+    let tokens = (shape.batch * shape.seq_len) as f64;
+    let step = times.forward_backward + times.optimizer;
+    let tok_per_s = tokens / step;
+    let flops = flops_per_token(&shape.config, shape.seq_len);
+    let rate = flops * tok_per_s;
+    let ms = |s: f64| s * 1e3;
+    let mib = |m: Option<f64>| m.map_or("?".into(), |m| format!("{m:.1}"));
+    println!(
+        "{:<5} {:>8} {:>9} {:>8.2} {:>9.0} {:>7.1} {:>5.1}% | {:>8.1} {:>8.1} {:>8.1} | {:>8} {:>7} {:>7.1}",
+        shape.name,
+        dtype,
+        format!("{}x{}", shape.batch, shape.seq_len),
+        flops / 1e6,
+        tok_per_s,
+        rate / 1e9,
+        100.0 * rate / peak_rate,
+        ms(times.forward),
+        ms(times.forward_backward - times.forward),
+        ms(times.optimizer),
+        mib(peak_rss_mib()),
+        mib(before),
+        budget as f64 / (1 << 20) as f64,
     );
 }
 
 /// One warm-up and `steps` timed training steps of `shape`; their fastest times, and the memory
-/// budget in bytes.
+/// budget in bytes: parameters x 16, the workspace and the pack buffers.
 fn run(shape: &Shape, precision: Precision, steps: usize) -> (StepTimes, usize) {
     let c = &shape.config;
     let mut params = train::init_params(c, 1).expect("parameters");
@@ -204,7 +265,10 @@ fn run(shape: &Shape, precision: Precision, steps: usize) -> (StepTimes, usize) 
             best.optimizer = best.optimizer.min(optimizer);
         }
     }
-    (best, params.len() * 16 + ws.bytes())
+    (
+        best,
+        params.len() * 16 + ws.bytes() + gemm::pack_buffer_bytes(),
+    )
 }
 
 /// `len` token ids below `vocab` from a fixed xorshift sequence.

@@ -28,9 +28,11 @@
 //! The output is cut into blocks of rows (or of columns, when that moves less data), one task
 //! each (rayon with the `parallel` feature); a task walks `k` in blocks of [`KC`] (a strip's
 //! block, 32 KiB, stays in L1 while the task's row tiles pass over it) and its columns in
-//! blocks of [`NC`]. A `b` of up to 16 MiB packed (every `b` of the training shapes but the
-//! classifier's input gradient) is packed once per call, by all threads, and shared; a larger
-//! one is packed block by block by each task. `a` is read where it lies: its rows (or, for
+//! blocks of [`NC`]. `b` is packed by all threads and shared, all at once if it fits 4 MiB
+//! of `f32`, else in panels of whole blocks of `k`, one after the other (the pack buffer
+//! stays small: training's memory budget counts it); only when one block of `k` across all
+//! columns is larger (the classifier's forward product) does each task pack its own blocks.
+//! `a` is read where it lies: its rows (or, for
 //! [`matmul_tn`], its columns) are already contiguous along `k` or along the tile's rows, so
 //! packing it would cost a pass over memory for little, which matters for small `k`
 //! (`dim = 64`); only the bf16 `matmul_tn` on `vdpbf16ps` copies a tile of `a` as pairs. Pack
@@ -53,6 +55,7 @@ mod tile;
 mod x86;
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Values of `k` per packed block: a 32-column strip of this many steps is 32 KiB, in L1.
@@ -521,9 +524,31 @@ pub(crate) fn packed_len<K: Kernel>(kc: usize, nc: usize) -> usize {
     nc.div_ceil(K::NR) * K::NR * kc.next_multiple_of(K::GROUP)
 }
 
-/// Largest `b` (values) packed whole, once per call, for all tasks to share (16 MiB of `f32`);
-/// a larger one is packed block by block by each task.
-const SHARED_B_MAX: usize = 1 << 22;
+/// Most values of `b` packed at once for all tasks to share (4 MiB of `f32`): a larger `b` is
+/// packed and multiplied in panels of whole blocks of `k` (all columns, `KC` steps or a
+/// multiple), one after the other, so the buffer stays this small whatever the shape. Only
+/// when one block of `k` across all columns is larger still (the classifier's forward
+/// product) does each task pack its own blocks of `b`.
+const SHARED_B_MAX: usize = 1 << 20;
+
+/// Bytes the pack buffers of all threads have grown to (they are kept for the next call).
+static PACK_BUFFER_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of memory the products hold in pack buffers, all threads together: at most about
+/// 4.5 MiB per thread, reached on the first large products and kept from then on. (A buffer
+/// made for a product nested in another's task is counted though it is freed after.)
+pub fn pack_buffer_bytes() -> usize {
+    PACK_BUFFER_BYTES.load(Ordering::Relaxed)
+}
+
+/// `buffer.resize(len)` (new values are zeros), counting any growth in
+/// [`pack_buffer_bytes`].
+fn resize_pack_buffer<T: Clone + Default>(buffer: &mut Vec<T>, len: usize) {
+    let before = buffer.capacity();
+    buffer.resize(len, T::default());
+    let grown = buffer.capacity().saturating_sub(before);
+    PACK_BUFFER_BYTES.fetch_add(grown * std::mem::size_of::<T>(), Ordering::Relaxed);
+}
 
 /// Per-thread pack buffers, reused from call to call.
 pub(crate) struct Buffers<P, A> {
@@ -539,6 +564,7 @@ where
     let Problem {
         k,
         n,
+        a,
         b,
         accumulate,
         ..
@@ -549,20 +575,46 @@ where
         }
         return;
     }
-    if packed_len::<K>(k, n) > SHARED_B_MAX {
+    let Some(panel) = panel_steps::<K>(k, n) else {
         run_tasks(kernel, problem, None);
         return;
-    }
-    // Pack all of `b` once, its strips spread over the threads, for every task to read.
+    };
+    // Pack `b` a panel of `k` at a time, its strips spread over the threads, for every task
+    // to read. Panels end on block boundaries, so every sum runs in the same order as in one
+    // panel: each block adds to the output what the blocks before it left there.
     K::Packed::with_shared(|packed| {
-        packed.resize(packed_len::<K>(k, n), Default::default());
-        let strip_len = packed_len::<K>(k, K::NR);
-        for_each_chunk(packed, strip_len, k * n, |s, strip| {
-            let col = s * K::NR;
-            kernel.pack_b(strip, b, 0, k, col, K::NR.min(n - col));
-        });
-        run_tasks(kernel, problem, Some(packed));
+        for p0 in (0..k).step_by(panel) {
+            let kp = panel.min(k - p0);
+            resize_pack_buffer(packed, packed_len::<K>(kp, n));
+            let strip_len = packed_len::<K>(kp, K::NR);
+            for_each_chunk(packed, strip_len, kp * n, |s, strip| {
+                let col = s * K::NR;
+                kernel.pack_b(strip, b, p0, kp, col, K::NR.min(n - col));
+            });
+            let mut part = Problem {
+                out: &mut *problem.out,
+                a: View {
+                    data: &a.data[p0 * a.cs..],
+                    ..a
+                },
+                b,
+                k: kp,
+                accumulate: accumulate || p0 > 0,
+                ..*problem
+            };
+            run_tasks(kernel, &mut part, Some(packed));
+        }
     });
+}
+
+/// Steps of `k` per shared panel of `b` (all of `k` when `b` fits [`SHARED_B_MAX`], else the
+/// most whole blocks of [`KC`] that do), or `None` if not even one block fits.
+fn panel_steps<K: Kernel>(k: usize, n: usize) -> Option<usize> {
+    if packed_len::<K>(k, n) <= SHARED_B_MAX {
+        return Some(k);
+    }
+    let blocks = SHARED_B_MAX / packed_len::<K>(KC, n);
+    (blocks > 0).then_some(blocks * KC)
 }
 
 /// The tasks of [`run`], with all of `b` packed in `whole_b` or packing it as they go.
@@ -693,9 +745,7 @@ unsafe fn compute_block<K: Kernel>(
             let (strips, strip_len, first): (&[K::Packed], usize, usize) = match b {
                 PackedB::Whole(packed) => (packed, packed_len::<K>(k, K::NR), j0 / K::NR),
                 PackedB::PerTask(b) => {
-                    buffers
-                        .b
-                        .resize(packed_len::<K>(kc, nc), Default::default());
+                    resize_pack_buffer(&mut buffers.b, packed_len::<K>(kc, nc));
                     kernel.pack_b(&mut buffers.b, b, p0, kc, j0, nc);
                     (&buffers.b, packed_len::<K>(kc, K::NR), 0)
                 }

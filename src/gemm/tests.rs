@@ -14,8 +14,9 @@ fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// `(m, k, n)`: single values, sizes just off the tiles (14 x 32, 6 x 16, 4 x 16), `k` odd and
 /// past one block (`KC = 256`), `n` past one block of columns (`NC = 512`), long thin ones, and
-/// a `b` too large to be packed whole ([`SHARED_B_MAX`]), packed block by block by each task.
-const SHAPES: [(usize, usize, usize); 17] = [
+/// a `b` packed in two panels of `k` ([`SHARED_B_MAX`]) and one too wide to share at all,
+/// packed block by block by each task.
+const SHAPES: [(usize, usize, usize); 18] = [
     (1, 1, 1),
     (1, 7, 1),
     (3, 5, 2),
@@ -32,6 +33,7 @@ const SHAPES: [(usize, usize, usize); 17] = [
     (200, 64, 40),
     (1, 300, 600),
     (300, 3, 1),
+    (16, 4100, 260),
     (3, 301, 14000),
 ];
 
@@ -290,4 +292,16 @@ fn bf16_rounds_to_nearest_even() {
         };
         assert_eq!(bf16_from_f32(x), want, "{:#010x}", x.to_bits());
     }
+}
+
+#[test]
+fn the_shapes_reach_every_way_of_packing_b() {
+    use plain::PlainF32;
+    let panel = |k, n| panel_steps::<PlainF32>(k, n);
+    assert_eq!(panel(300, 70), Some(300), "whole");
+    assert!(
+        panel(4100, 260).is_some_and(|p| p < 4100 && p % KC == 0),
+        "panels"
+    );
+    assert_eq!(panel(301, 14000), None, "per task");
 }

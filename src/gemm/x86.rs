@@ -257,7 +257,7 @@ impl Kernel for Avx512Dpbf16 {
             rs: a.cs,
             cs: a.rs,
         };
-        scratch.resize(Self::MR * kc.next_multiple_of(2), 0);
+        super::resize_pack_buffer(scratch, Self::MR * kc.next_multiple_of(2));
         pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
         (scratch.as_ptr(), 2, 2 * Self::MR)
     }
