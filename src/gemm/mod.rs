@@ -238,14 +238,17 @@ pub fn to_bf16(dst: &mut [u16], src: &[f32]) {
 #[inline]
 pub fn bf16_from_f32(x: f32) -> u16 {
     let bits = x.to_bits();
-    if x.is_nan() {
-        // Rounding could carry a NaN's payload into the exponent and make it infinite.
-        return ((bits >> 16) as u16) | 0x0040;
-    }
     // Add just under half of the dropped part's unit, plus one if the kept part is odd: a tie
     // then rounds up exactly when that makes the result even. Overflow carries into infinity.
-    let round = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(round) >> 16) as u16
+    let rounded = (bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    // Rounding could carry a NaN's payload into the exponent and make it infinite: a NaN is
+    // cut and kept quiet instead. (A select, not a branch, so loops of it vectorize.)
+    let nan = ((bits >> 16) as u16) | 0x0040;
+    if x.is_nan() {
+        nan
+    } else {
+        rounded
+    }
 }
 
 /// The `f32` a bfloat16 bit pattern stands for (exact: bfloat16 is the top half of an `f32`).
@@ -483,27 +486,56 @@ pub(crate) fn pack_strips<A: Copy, P: Copy + Default, const GROUP: usize>(
         let (col0, cols) = (j0 + s * nr, nr.min(nc - s * nr));
         // Value `(p, j)` of the strip lies at `(p / GROUP * nr + j) * GROUP + p % GROUP`.
         if b.cs == 1 {
-            // `b`'s rows run along the columns: copy a run of each row.
+            // `b`'s rows run along the columns: copy a run of each row (two rows interleaved
+            // for pairs), in loops the compiler turns into vector moves.
             for (g, group) in strip.chunks_exact_mut(nr * GROUP).enumerate() {
-                for h in 0..GROUP {
+                let row = |h: usize| -> &[A] {
                     let p = g * GROUP + h;
-                    let row: &[A] = if p < kc {
+                    if p < kc {
                         &b.data[(p0 + p) * b.rs + col0..][..cols]
                     } else {
                         &[]
-                    };
-                    let mut places = group[h..].iter_mut().step_by(GROUP);
-                    for (x, &y) in places.by_ref().zip(row) {
+                    }
+                };
+                if GROUP == 1 {
+                    let (run, rest) = group.split_at_mut(row(0).len());
+                    for (x, &y) in run.iter_mut().zip(row(0)) {
                         *x = convert(y);
                     }
-                    places.for_each(|x| *x = P::default());
+                    rest.fill(P::default());
+                } else if GROUP == 2 && row(1).len() == nr {
+                    for ((x, &y0), &y1) in group.chunks_exact_mut(2).zip(row(0)).zip(row(1)) {
+                        x[0] = convert(y0);
+                        x[1] = convert(y1);
+                    }
+                } else {
+                    // A partial strip or the last, odd step: one value at a time.
+                    for h in 0..GROUP {
+                        let mut places = group[h..].iter_mut().step_by(GROUP);
+                        for (x, &y) in places.by_ref().zip(row(h)) {
+                            *x = convert(y);
+                        }
+                        places.for_each(|x| *x = P::default());
+                    }
                 }
             }
         } else {
-            // `b`'s columns run along `k` (`matmul_nt`): copy a run of each column.
+            // `b`'s columns run along `k` (`matmul_nt`): copy a run of each column, eight steps
+            // at a time so that the writes stay in eight rows of the strip.
+            const STEPS: usize = 8;
+            let whole = if b.rs == 1 { kc / STEPS * STEPS } else { 0 };
+            for p in (0..whole).step_by(STEPS) {
+                for j in 0..cols {
+                    let run = &b.data[(col0 + j) * b.cs + p0 + p..][..STEPS];
+                    for (q, &y) in run.iter().enumerate() {
+                        let at = p + q;
+                        strip[(at / GROUP * nr + j) * GROUP + at % GROUP] = convert(y);
+                    }
+                }
+            }
             for j in 0..cols {
-                let column = (0..kc).map(|p| b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
-                for (p, y) in column.enumerate() {
+                let column = (whole..kc).map(|p| b.data[(p0 + p) * b.rs + (col0 + j) * b.cs]);
+                for (p, y) in (whole..kc).zip(column) {
                     strip[(p / GROUP * nr + j) * GROUP + p % GROUP] = convert(y);
                 }
                 for p in kc..kc_padded {

@@ -10,6 +10,7 @@ use crate::gemm::{matmul_nn, matmul_nn_bf16, matmul_nt, matmul_nt_bf16, matmul_t
 use crate::gemm::{matmul_tn_bf16, to_bf16};
 
 use crate::params::{Params, TensorKind};
+use crate::train::isa::widest;
 
 /// The arithmetic of the linear layers' matrix products (`train.py`'s `--dtype`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -157,8 +158,15 @@ fn round(dst: &mut [u16], src: &[f32]) {
         use rayon::prelude::*;
         dst.par_chunks_mut(1 << 15)
             .zip(src.par_chunks(1 << 15))
-            .for_each(|(d, s)| to_bf16(d, s));
+            .for_each(|(d, s)| round_block(d, s));
         return;
     }
-    to_bf16(dst, src);
+    round_block(dst, src);
+}
+
+widest! {
+    /// [`to_bf16`] in the CPU's widest vectors.
+    fn round_block / round_block_plain(dst: &mut [u16], src: &[f32]) {
+        to_bf16(dst, src)
+    }
 }
