@@ -11,6 +11,7 @@ use crate::gemm::{matmul_tn_bf16, to_bf16};
 
 use crate::params::{Params, TensorKind};
 use crate::train::isa::widest;
+use crate::train::ops;
 
 /// The arithmetic of the linear layers' matrix products (`train.py`'s `--dtype`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -140,11 +141,60 @@ impl Layers<'_> {
                 accumulate_dx,
             );
         };
+        round(&mut b.d_out[..d_out.len()], d_out);
+        self.backward_bf16(
+            d_x,
+            d_weight,
+            x,
+            (kind, layer),
+            (in_dim, out_dim),
+            accumulate_dx,
+        );
+    }
+
+    /// The classifier's backward pass from its logits: `logits (N, vocab)` become the
+    /// cross-entropy's gradient (`ops::cross_entropy_backward`, `lse` and `scale` as there),
+    /// then [`Layers::backward`] with the classifier's weight and input `x (N, dim)`. In
+    /// bfloat16 the gradient is rounded as it is made and `logits` are left as they were.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn classifier_backward(
+        &mut self,
+        d_x: &mut [f32],
+        d_weight: &mut [f32],
+        logits: &mut [f32],
+        (lse, targets, scale): (&[f32], &[u16], f32),
+        x: &[f32],
+        dim: usize,
+        vocab: usize,
+    ) {
+        let weight = (TensorKind::Classifier, 0);
+        let Some(b) = self.bf16.as_deref_mut() else {
+            ops::cross_entropy_backward(logits, lse, targets, vocab, scale);
+            return self.backward(d_x, d_weight, logits, x, weight, dim, vocab, false);
+        };
+        let db = &mut b.d_out[..logits.len()];
+        ops::cross_entropy_backward_bf16(db, logits, lse, targets, vocab, scale);
+        self.backward_bf16(d_x, d_weight, x, weight, (dim, vocab), false);
+    }
+
+    /// The two products of [`Layers::backward`] in bfloat16, with the output gradient
+    /// already rounded into the start of the `d_out` buffer.
+    fn backward_bf16(
+        &mut self,
+        d_x: &mut [f32],
+        d_weight: &mut [f32],
+        x: &[f32],
+        (kind, layer): (TensorKind, usize),
+        (in_dim, out_dim): (usize, usize),
+        accumulate_dx: bool,
+    ) {
+        let Some(b) = self.bf16.as_deref_mut() else {
+            return;
+        };
         let tokens = x.len() / in_dim;
         let w = &b.weights[self.params.info(kind, layer).range()];
-        let (xb, db) = (&mut b.x[..x.len()], &mut b.d_out[..d_out.len()]);
+        let (xb, db) = (&mut b.x[..x.len()], &b.d_out[..tokens * out_dim]);
         round(xb, x);
-        round(db, d_out);
         matmul_tn_bf16(d_weight, db, xb, out_dim, tokens, in_dim, true);
         matmul_nn_bf16(d_x, db, w, tokens, out_dim, in_dim, accumulate_dx);
     }

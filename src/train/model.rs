@@ -539,18 +539,16 @@ fn backward(
         bf16: ws.bf16.as_mut(),
     };
 
-    // Loss and classifier, then the final norm into d_residual.
-    // The log-sum-exps of forward's logits, which are still in `ws.logits`.
-    ops::cross_entropy_backward(&mut ws.logits, &ws.logits_lse, targets, c.vocab_size, scale);
-    layers.backward(
+    // Loss and classifier, then the final norm into d_residual. Forward's logits are
+    // still in `ws.logits` and their log-sum-exps in `ws.logits_lse`.
+    layers.classifier_backward(
         &mut ws.d_xn,
         grads.get_mut(Classifier, 0),
-        &ws.logits,
+        &mut ws.logits,
+        (&ws.logits_lse, targets, scale),
         &ws.xn_final,
-        (Classifier, 0),
         dim,
         c.vocab_size,
-        false,
     );
     ws.d_residual.fill(0.0);
     ops::rmsnorm_backward(

@@ -14,6 +14,7 @@ use super::dropout::Mask;
 use super::isa::widest;
 use super::par::{for_each_block, for_each_zip2, for_each_zip3, for_each_zip4};
 use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
+use crate::gemm::bf16_from_f32;
 use crate::kernels::parallel::for_each_block_of_rows;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
@@ -687,6 +688,62 @@ widest! {
                 *x = exp(*x - lse) * scale;
             }
             row[targets[first_row + r] as usize] -= scale;
+        }
+    }
+}
+
+/// [`cross_entropy_backward`] for products in bfloat16: the gradient goes straight into
+/// `d_logits` (`N x V` bfloat16 bit patterns, each the rounded value `cross_entropy_backward`
+/// would leave) and `logits` stay as they are, so the `f32` gradient is never written: the
+/// classifier's bfloat16 products read nothing else, and that saves two passes over `N x V`.
+pub fn cross_entropy_backward_bf16(
+    d_logits: &mut [u16],
+    logits: &[f32],
+    lse: &[f32],
+    targets: &[u16],
+    vocab: usize,
+    scale: f32,
+) {
+    const ROWS: usize = 8;
+    let task = |i: usize, out: &mut [u16]| {
+        let first_row = i * ROWS;
+        let logits = &logits[first_row * vocab..][..out.len()];
+        softmax_gradient_rows_bf16(out, logits, lse, targets, vocab, scale, first_row);
+    };
+    let vocab = vocab.max(1);
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        d_logits
+            .par_chunks_mut(ROWS * vocab)
+            .enumerate()
+            .for_each(|(i, out)| task(i, out));
+    }
+    #[cfg(not(feature = "parallel"))]
+    for (i, out) in d_logits.chunks_mut(ROWS * vocab).enumerate() {
+        task(i, out);
+    }
+}
+
+widest! {
+    /// [`cross_entropy_backward_bf16`] for the rows of `out`, the first being row `first_row`.
+    fn softmax_gradient_rows_bf16 / softmax_gradient_rows_bf16_body(
+        out: &mut [u16],
+        logits: &[f32],
+        lse: &[f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+        first_row: usize,
+    ) {
+        let rows = out.chunks_exact_mut(vocab).zip(logits.chunks_exact(vocab));
+        for (r, (out, row)) in rows.enumerate() {
+            let lse = lse[first_row + r];
+            for (o, &x) in out.iter_mut().zip(row) {
+                *o = bf16_from_f32(exp(x - lse) * scale);
+            }
+            let t = targets[first_row + r] as usize;
+            out[t] = bf16_from_f32(exp(row[t] - lse) * scale - scale);
         }
     }
 }

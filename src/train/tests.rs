@@ -313,6 +313,23 @@ fn cross_entropy_backward_matches_finite_differences() {
     assert!((losses[1] as f64 - (z.ln() - row[6] as f64)).abs() < 1e-5);
 }
 
+#[test]
+fn cross_entropy_backward_in_bf16_is_the_rounded_f32_gradient() {
+    use crate::gemm::bf16_from_f32;
+    // Rows not a multiple of a task's eight, a vocabulary not a multiple of any vector.
+    let (rows, vocab) = (37, 517);
+    let logits = random(rows * vocab, 4.0, 5);
+    let targets: Vec<u16> = (0..rows).map(|i| (i * 97 % vocab) as u16).collect();
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    ops::cross_entropy_forward(&mut losses, &mut lse, &logits, &targets, vocab);
+    let mut grad = logits.clone();
+    ops::cross_entropy_backward(&mut grad, &lse, &targets, vocab, 0.25);
+    let mut grad_bf16 = vec![0u16; rows * vocab];
+    ops::cross_entropy_backward_bf16(&mut grad_bf16, &logits, &lse, &targets, vocab, 0.25);
+    let want: Vec<u16> = grad.iter().map(|&g| bf16_from_f32(g)).collect();
+    assert_eq!(grad_bf16, want);
+}
+
 fn tiny_config(shared: bool) -> Config {
     Config {
         dim: 16,
