@@ -170,8 +170,9 @@ pub fn merge_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, hea
 // (`lse_t = log sum_j exp(s_j)`), and the backward pass recomputes p_j = exp(s_j - lse_t).
 // A task (one head of one sequence) first transposes its keys (and, backward, its values) to
 // (hd, T), so that the loops that make a row of scores run along positions j: long,
-// contiguous, vectorizable. Sums of rows weighted by a row of scores (y_t, d_q_t) read the rows
-// as they are, a head-wide vector per position ([`weighted_rows`]).
+// contiguous, vectorizable. Query rows go by groups of [`GROUP`]: each key read makes a score
+// for every row of the group ([`scores_of_group`]), and each value row read adds into every
+// row's output ([`weighted_rows_of_group`]), so the arithmetic waits less on memory.
 
 /// The shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -218,7 +219,7 @@ pub fn attention_forward(
     mask: Mask,
 ) {
     let (t_len, hd) = (s.seq_len, s.head_dim);
-    let per_task = t_len * (1 + hd);
+    let per_task = t_len * (GROUP + hd);
     let scratch = &mut scratch[..s.batch * s.heads * per_task];
     for_each_zip3(
         (y, t_len * hd),
@@ -231,7 +232,7 @@ pub fn attention_forward(
 
 widest! {
     /// Attention of one head of one sequence: `y (T, hd)`, `lse (T)`, `scratch` of
-    /// `T (1 + hd)` values, for head `bh = b * H + h`.
+    /// `T (GROUP + hd)` values, for head `bh = b * H + h`.
     fn forward_head / forward_head_body(
         y: &mut [f32],
         lse: &mut [f32],
@@ -247,21 +248,33 @@ widest! {
         let scale = 1.0 / (hd as f32).sqrt();
         let (b, h) = (bh / s.heads, bh % s.heads);
         let kv = (b * s.kv_heads + h / s.rep()) * t_len * hd;
-        let (p, k_t) = scratch.split_at_mut(t_len);
+        let (p4, k_t) = scratch.split_at_mut(GROUP * t_len);
         transpose(&mut k_t[..t_len * hd], &k[kv..][..t_len * hd], t_len, hd);
         let (q, v) = (&q[bh * t_len * hd..][..t_len * hd], &v[kv..][..t_len * hd]);
-        for t in 0..t_len {
-            let p = &mut p[..=t];
-            scores(p, &q[t * hd..][..hd], k_t, t_len, scale);
-            let max = max(p);
-            let sum = exp_shifted_sum(p, max);
-            lse[t] = max + sum.ln();
-            // y_t = sum_j (p_j / sum) mask_j v_j, dividing once at the end.
-            apply_mask(p, mask, (bh * t_len + t) * t_len);
-            let inv_sum = 1.0 / sum;
-            let y = &mut y[t * hd..][..hd];
-            weighted_rows(y, p, v);
-            y.iter_mut().for_each(|y| *y *= inv_sum);
+        for t0 in (0..t_len).step_by(GROUP) {
+            let (rows, n) = group_at(t0, t_len);
+            scores_of_group(p4, rows_of_group(q, hd, t0, rows), k_t, t_len, n, scale);
+            let mut inv_sum = [0.0f32; GROUP];
+            for (i, p) in p4.chunks_exact_mut(t_len).enumerate() {
+                let (p, later) = p[..n].split_at_mut((t0 + i + 1).min(n));
+                if i >= rows {
+                    p.fill(0.0);
+                    continue;
+                }
+                let t = t0 + i;
+                let max = max(p);
+                let sum = exp_shifted_sum(p, max);
+                lse[t] = max + sum.ln();
+                // y_t = sum_j (p_j / sum) mask_j v_j, dividing once at the end.
+                apply_mask(p, mask, (bh * t_len + t) * t_len);
+                later.fill(0.0);
+                inv_sum[i] = 1.0 / sum;
+            }
+            let y = &mut y[t0 * hd..][..rows * hd];
+            weighted_rows_of_group(y, p4, t_len, n, v);
+            for (y, inv_sum) in y.chunks_exact_mut(hd).zip(inv_sum) {
+                y.iter_mut().for_each(|y| *y *= inv_sum);
+            }
         }
     }
 }
@@ -324,9 +337,8 @@ widest! {
         let scale = 1.0 / (hd as f32).sqrt();
         let b = bg / s.kv_heads;
         let kv = bg * t_len * hd;
-        let (rows, cols) = scratch.split_at_mut(BACKWARD_ROWS * t_len);
-        let (p, rest) = rows.split_at_mut(t_len);
-        let (a4, ds4) = rest.split_at_mut(GROUP * t_len);
+        let (rows_scratch, cols) = scratch.split_at_mut(BACKWARD_ROWS * t_len);
+        let (a4, ds4) = rows_scratch.split_at_mut(GROUP * t_len);
         let (k_t, rest) = cols.split_at_mut(t_len * hd);
         let (v_t, rest) = rest.split_at_mut(t_len * hd);
         let (d_k_t, d_v_t) = rest.split_at_mut(t_len * hd);
@@ -340,38 +352,41 @@ widest! {
             let d_y = &d_y[bh * t_len * hd..][..t_len * hd];
             let d_q = &mut d_q[r * t_len * hd..][..t_len * hd];
             for t0 in (0..t_len).step_by(GROUP) {
-                let rows = GROUP.min(t_len - t0);
-                // Keys the group reaches; a row's weights past its own position are 0.
-                let n = t0 + rows;
-                for i in 0..rows {
+                let (rows, n) = group_at(t0, t_len);
+                let (q_rows, g) = (rows_of_group(q, hd, t0, rows), rows_of_group(d_y, hd, t0, rows));
+                // The forward pass's weights again (p, then a = p * mask in place), and
+                // dP_j = (d_y_t . v_j) * mask_j, for the whole group.
+                scores_of_group(a4, q_rows, k_t, t_len, n, scale);
+                scores_of_group(ds4, g, v_t, t_len, n, 1.0);
+                let group = a4.chunks_exact_mut(t_len).zip(ds4.chunks_exact_mut(t_len));
+                for (i, (p, dp)) in group.enumerate() {
+                    // A row's weights past its own position are 0.
+                    let own = (t0 + i + 1).min(n);
+                    let (p, p_later) = p[..n].split_at_mut(own);
+                    let (dp, dp_later) = dp[..n].split_at_mut(own);
+                    p_later.fill(0.0);
+                    dp_later.fill(0.0);
+                    if i >= rows {
+                        p.fill(0.0);
+                        dp.fill(0.0);
+                        continue;
+                    }
                     let t = t0 + i;
-                    let (q_t, d_y_t) = (&q[t * hd..][..hd], &d_y[t * hd..][..hd]);
-                    let (a, ds) = (&mut a4[i * t_len..][..n], &mut ds4[i * t_len..][..n]);
-                    a[t + 1..].fill(0.0);
-                    ds[t + 1..].fill(0.0);
-                    let (p, a, dp) = (&mut p[..=t], &mut a[..=t], &mut ds[..=t]);
-                    // The forward pass's weights again: p and a = p * mask.
-                    scores(p, q_t, k_t, t_len, scale);
                     exp_shifted(p, lse[bh * t_len + t]);
-                    a.copy_from_slice(p);
                     let row = (bh * t_len + t) * t_len;
-                    apply_mask(a, mask, row);
-                    // dP_j = (d_y_t . v_j) * mask_j (d_v_j += a_j d_y_t below).
-                    scores(dp, d_y_t, v_t, t_len, 1.0);
                     apply_mask(dp, mask, row);
                     // Through the softmax: ds_j = p_j (dP_j - p . dP), scaled as s was.
                     let p_dot_dp = dot(p, dp);
                     for (ds, &p) in dp.iter_mut().zip(p.iter()) {
                         *ds = p * (*ds - p_dot_dp) * scale;
                     }
-                    weighted_rows(&mut d_q[t * hd..][..hd], dp, &k[kv..][..t_len * hd]);
+                    apply_mask(p, mask, row);
                 }
+                // d_q_t = sum_j ds_j k_j for the group's rows.
+                let d_q = &mut d_q[t0 * hd..][..rows * hd];
+                weighted_rows_of_group(d_q, ds4, t_len, n, &k[kv..][..t_len * hd]);
                 // d_v_j += a_j d_y_t and d_k_j += ds_j q_t, for the group's rows in order.
                 let last = rows - 1;
-                let g: [&[f32]; GROUP] =
-                    core::array::from_fn(|i| &d_y[(t0 + i.min(last)) * hd..][..hd]);
-                let q_rows: [&[f32]; GROUP] =
-                    core::array::from_fn(|i| &q[(t0 + i.min(last)) * hd..][..hd]);
                 let a_rows: [&[f32]; GROUP] =
                     core::array::from_fn(|i| &a4[i.min(last) * t_len..][..n]);
                 let ds_rows: [&[f32]; GROUP] =
@@ -385,10 +400,26 @@ widest! {
     }
 }
 
-/// Query rows whose contributions to the key and value gradients go in one pass.
-const GROUP: usize = 4;
-/// Rows of `T` values a backward task keeps: `p`, and `a` and `ds` for each row of a group.
-const BACKWARD_ROWS: usize = 1 + 2 * GROUP;
+/// Query rows that go together: their scores are made in one pass over the keys, their
+/// outputs in one pass over the values, and their contributions to the key and value
+/// gradients in one pass over those.
+const GROUP: usize = 4; // The kernels below name the four rows one by one.
+/// Rows of `T` values a backward task keeps: `a` (first `p`) and `ds` for each row of a group.
+const BACKWARD_ROWS: usize = 2 * GROUP;
+
+/// The rows of the group at `t0` that exist (`GROUP` but at the end) and the positions they
+/// reach, `t0 + rows`.
+#[inline(always)]
+fn group_at(t0: usize, t_len: usize) -> (usize, usize) {
+    let rows = GROUP.min(t_len - t0);
+    (rows, t0 + rows)
+}
+
+/// The `hd`-wide rows `t0..t0 + rows` of `x`, the last repeated to fill the group.
+#[inline(always)]
+fn rows_of_group(x: &[f32], hd: usize, t0: usize, rows: usize) -> [&[f32]; GROUP] {
+    core::array::from_fn(|i| &x[(t0 + i.min(rows - 1)) * hd..][..hd])
+}
 
 /// `out_d += c_0[d] x_0 + c_1[d] x_1 + ...` for the rows `out_d = out_t[d * t_len..]` (as long
 /// as the `x_i`), the first `rows` pairs `(c_i, x_i)`, added one pair after the other, as one
@@ -412,91 +443,131 @@ fn add_rows(out_t: &mut [f32], t_len: usize, rows: usize, c: [&[f32]; GROUP], x:
     }
 }
 
-/// `s_j = (q_t . k_j) * scale` for the `s.len()` first positions, from keys transposed to
-/// `k_t (hd, T)`: for each position, `0 + (q_0 scale) k_0j + (q_1 scale) k_1j + ...` in order
-/// of `d`, computed 16 positions at a time so that `s` is written once, not once per `d`.
+/// `s_ij = (q_i . k_j) * scale` for the rows `s_i = s[i * T..]` of the group and positions
+/// `j < n`, from keys transposed to `k_t (hd, T)`: each is `0 + (q_i0 scale) k_0j + (q_i1
+/// scale) k_1j + ...` in order of `d`. Positions go 32, then 16 at a time, the sums in
+/// registers so that `s` is written once, not once per `d`; a block may make positions past
+/// `n` (not past `T`), which are left out.
 #[inline(always)]
-fn scores(s: &mut [f32], q_t: &[f32], k_t: &[f32], t_len: usize, scale: f32) {
-    const BLOCK: usize = 16;
-    let whole = s.len() / BLOCK * BLOCK;
-    for j in (0..whole).step_by(BLOCK) {
-        let mut acc = [0.0f32; BLOCK];
-        for (d, &qd) in q_t.iter().enumerate() {
-            let (a, k) = (qd * scale, &k_t[d * t_len + j..][..BLOCK]);
-            for i in 0..BLOCK {
-                acc[i] += a * k[i];
-            }
-        }
-        s[j..j + BLOCK].copy_from_slice(&acc);
+fn scores_of_group(
+    s: &mut [f32],
+    q: [&[f32]; GROUP],
+    k_t: &[f32],
+    t_len: usize,
+    n: usize,
+    scale: f32,
+) {
+    let mut j = 0;
+    while j < n && j + 32 <= t_len {
+        scores_block::<32>(s, q, k_t, t_len, scale, j, n);
+        j += 32;
     }
-    for (j, s) in s.iter_mut().enumerate().skip(whole) {
-        let mut acc = 0.0f32;
-        for (d, &qd) in q_t.iter().enumerate() {
-            acc += qd * scale * k_t[d * t_len + j];
+    while j < n && j + 16 <= t_len {
+        scores_block::<16>(s, q, k_t, t_len, scale, j, n);
+        j += 16;
+    }
+    for (i, q) in q.iter().enumerate() {
+        for j in j..n {
+            let mut acc = 0.0f32;
+            for (d, &qd) in q.iter().enumerate() {
+                acc += qd * scale * k_t[d * t_len + j];
+            }
+            s[i * t_len + j] = acc;
         }
-        *s = acc;
     }
 }
 
-/// `out = sum_j w_j row_j` over the rows `rows[j * hd..][..hd]`, `j < w.len()`, `hd =
-/// out.len()`: four partial sums (row `j` into sum `j mod 4`, in order), added as `(s0 + s1) +
-/// (s2 + s3)`. Each row is a short vector (a head), so four independent chains of adds keep
-/// the adders busy; common head widths get a version whose sums stay in registers.
+/// [`scores_of_group`] for the `W` positions from `first`, of which those below `n` are kept.
 #[inline(always)]
-fn weighted_rows(out: &mut [f32], w: &[f32], rows: &[f32]) {
-    match out.len() {
-        8 => weighted_rows_of::<8>(out, w, rows),
-        16 => weighted_rows_of::<16>(out, w, rows),
-        32 => weighted_rows_of::<32>(out, w, rows),
-        48 => weighted_rows_of::<48>(out, w, rows),
-        64 => weighted_rows_of::<64>(out, w, rows),
-        // Other widths: 16 of the head's values at a time, the same sums.
+fn scores_block<const W: usize>(
+    s: &mut [f32],
+    q: [&[f32]; GROUP],
+    k_t: &[f32],
+    t_len: usize,
+    scale: f32,
+    first: usize,
+    n: usize,
+) {
+    // Four named arrays, not an array of arrays, so that the compiler keeps them in registers.
+    let (mut s0, mut s1, mut s2, mut s3) = ([0.0f32; W], [0.0f32; W], [0.0f32; W], [0.0f32; W]);
+    let [q0, q1, q2, q3] = q;
+    let hd = q0.len();
+    let (q1, q2, q3) = (&q1[..hd], &q2[..hd], &q3[..hd]);
+    for d in 0..hd {
+        let k = &k_t[d * t_len + first..][..W];
+        let (a0, a1, a2, a3) = (q0[d] * scale, q1[d] * scale, q2[d] * scale, q3[d] * scale);
+        for i in 0..W {
+            s0[i] += a0 * k[i];
+            s1[i] += a1 * k[i];
+            s2[i] += a2 * k[i];
+            s3[i] += a3 * k[i];
+        }
+    }
+    let keep = W.min(n - first);
+    for (i, acc) in [s0, s1, s2, s3].iter().enumerate() {
+        s[i * t_len + first..][..keep].copy_from_slice(&acc[..keep]);
+    }
+}
+
+/// `out_i = sum_{j < n} w_ij row_j` for the rows `out_i = out[i * hd..]` of the group (as many
+/// as `out` holds), weights `w_i = w[i * T..]` and rows `row_j` of `rows (T, hd)`: each value one
+/// sum in order of `j`. All the group's sums stay in registers for common head widths, so each
+/// row is read once per group.
+#[inline(always)]
+fn weighted_rows_of_group(out: &mut [f32], w: &[f32], t_len: usize, n: usize, rows: &[f32]) {
+    match rows.len() / t_len {
+        8 => weighted_rows_block::<8>(out, w, t_len, n, rows),
+        16 => weighted_rows_block::<16>(out, w, t_len, n, rows),
+        32 => weighted_rows_block::<32>(out, w, t_len, n, rows),
+        48 => weighted_rows_block::<48>(out, w, t_len, n, rows),
+        64 => weighted_rows_block::<64>(out, w, t_len, n, rows),
+        // Other widths: row by row, 16 of the head's values at a time.
         hd => {
-            for d0 in (0..hd).step_by(16) {
-                let width = 16.min(hd - d0);
-                let mut sums = [[0.0f32; 16]; 4];
-                for (j, &w) in w.iter().enumerate() {
-                    let row = &rows[j * hd + d0..][..width];
-                    for (sum, &v) in sums[j % 4].iter_mut().zip(row) {
-                        *sum += w * v;
+            for (out, w) in out.chunks_exact_mut(hd).zip(w.chunks_exact(t_len)) {
+                for d0 in (0..hd).step_by(16) {
+                    let width = 16.min(hd - d0);
+                    let mut sums = [0.0f32; 16];
+                    for (j, &w) in w[..n].iter().enumerate() {
+                        let row = &rows[j * hd + d0..][..width];
+                        for (sum, &v) in sums.iter_mut().zip(row) {
+                            *sum += w * v;
+                        }
                     }
-                }
-                for (d, out) in out[d0..d0 + width].iter_mut().enumerate() {
-                    *out = (sums[0][d] + sums[1][d]) + (sums[2][d] + sums[3][d]);
+                    out[d0..d0 + width].copy_from_slice(&sums[..width]);
                 }
             }
         }
     }
 }
 
-/// [`weighted_rows`] for rows of `HD` values.
+/// [`weighted_rows_of_group`] for rows of `HD` values.
 #[inline(always)]
-fn weighted_rows_of<const HD: usize>(out: &mut [f32], w: &[f32], rows: &[f32]) {
+fn weighted_rows_block<const HD: usize>(
+    out: &mut [f32],
+    w: &[f32],
+    t_len: usize,
+    n: usize,
+    rows: &[f32],
+) {
+    // Four named arrays, not an array of arrays, so that the compiler keeps them in registers.
     let (mut s0, mut s1, mut s2, mut s3) = ([0.0f32; HD], [0.0f32; HD], [0.0f32; HD], [0.0f32; HD]);
-    let quads = w.len() / 4;
-    for (w4, r4) in w.chunks_exact(4).zip(rows.chunks_exact(4 * HD)).take(quads) {
-        let (r0, rest) = r4.split_at(HD);
-        let (r1, rest) = rest.split_at(HD);
-        let (r2, r3) = rest.split_at(HD);
+    let (w0, w1, w2, w3) = (
+        &w[..n],
+        &w[t_len..][..n],
+        &w[2 * t_len..][..n],
+        &w[3 * t_len..][..n],
+    );
+    for (j, row) in rows.chunks_exact(HD).take(n).enumerate() {
+        let (a0, a1, a2, a3) = (w0[j], w1[j], w2[j], w3[j]);
         for d in 0..HD {
-            s0[d] += w4[0] * r0[d];
-            s1[d] += w4[1] * r1[d];
-            s2[d] += w4[2] * r2[d];
-            s3[d] += w4[3] * r3[d];
+            s0[d] += a0 * row[d];
+            s1[d] += a1 * row[d];
+            s2[d] += a2 * row[d];
+            s3[d] += a3 * row[d];
         }
     }
-    let sums = [&mut s0, &mut s1, &mut s2, &mut s3];
-    for (k, sum) in sums.into_iter().enumerate() {
-        let j = quads * 4 + k;
-        if j < w.len() {
-            let row = &rows[j * HD..][..HD];
-            for d in 0..HD {
-                sum[d] += w[j] * row[d];
-            }
-        }
-    }
-    for d in 0..HD {
-        out[d] = (s0[d] + s1[d]) + (s2[d] + s3[d]);
+    for (out, sum) in out.chunks_exact_mut(HD).zip([s0, s1, s2, s3].iter()) {
+        out.copy_from_slice(sum);
     }
 }
 
@@ -759,24 +830,46 @@ mod tests {
     use super::*;
     use crate::train::Dropout;
 
-    /// Weighted sums of rows, for every specialised head width and one that is not, and any
-    /// number of rows: within rounding of an `f64` sum.
+    /// Scores and weighted sums of rows for a group of query rows, for every specialised head
+    /// width and one that is not, any number of positions and rows in the group: within
+    /// rounding of `f64` sums.
     #[test]
-    fn weighted_rows_sum_every_row() {
+    fn group_kernels_match_f64_sums() {
+        let t_len = 70;
+        let value = |i: usize, m: usize| ((i * 13) % m) as f32 * 0.05 - 0.3;
         for hd in [8, 12, 16, 32, 48, 64] {
-            for n in [0, 1, 3, 4, 5, 17, 64] {
-                let w: Vec<f32> = (0..n).map(|j| ((j * 7) % 11) as f32 * 0.1 - 0.4).collect();
-                let rows: Vec<f32> = (0..n * hd)
-                    .map(|i| ((i * 13) % 17) as f32 * 0.05 - 0.3)
-                    .collect();
-                let mut out = vec![f32::NAN; hd];
-                weighted_rows(&mut out, &w, &rows);
-                for (d, &o) in out.iter().enumerate() {
-                    let want: f64 = (0..n).map(|j| w[j] as f64 * rows[j * hd + d] as f64).sum();
-                    assert!(
-                        (o as f64 - want).abs() < 1e-5,
-                        "hd {hd}, {n} rows, d {d}: {o} vs {want}"
-                    );
+            let rows: Vec<f32> = (0..t_len * hd).map(|i| value(i, 17)).collect();
+            let k_t: Vec<f32> = (0..t_len * hd).map(|i| value(i, 23)).collect();
+            let q: Vec<f32> = (0..GROUP * hd).map(|i| value(i, 19)).collect();
+            for n in [0, 1, 3, 4, 5, 17, 64, 70] {
+                let w: Vec<f32> = (0..GROUP * t_len).map(|j| value(j * 7, 11)).collect();
+                let mut out = vec![f32::NAN; GROUP * hd];
+                weighted_rows_of_group(&mut out, &w, t_len, n, &rows);
+                let mut s = vec![f32::NAN; GROUP * t_len];
+                let q_rows = core::array::from_fn(|i| &q[i * hd..][..hd]);
+                scores_of_group(&mut s, q_rows, &k_t, t_len, n, 0.5);
+                for i in 0..GROUP {
+                    for d in 0..hd {
+                        let want: f64 = (0..n)
+                            .map(|j| w[i * t_len + j] as f64 * rows[j * hd + d] as f64)
+                            .sum();
+                        let o = out[i * hd + d];
+                        assert!(
+                            (o as f64 - want).abs() < 1e-5,
+                            "hd {hd}, n {n}: {o} vs {want}"
+                        );
+                    }
+                    for j in 0..n {
+                        let want: f64 = (0..hd)
+                            .map(|d| q[i * hd + d] as f64 * k_t[d * t_len + j] as f64 * 0.5)
+                            .sum();
+                        let o = s[i * t_len + j];
+                        assert!(
+                            (o as f64 - want).abs() < 1e-5,
+                            "hd {hd}, n {n}: {o} vs {want}"
+                        );
+                    }
+                    assert!(s[i * t_len + n..(i + 1) * t_len].iter().all(|x| x.is_nan()));
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! input's central difference `(E(x + h) - E(x - h)) / 2h` (in f64 over f32 forward passes) must
 //! agree with it.
 
-use super::dropout::Dropout;
+use super::dropout::{Dropout, Mask};
 use super::ops::{self, AttentionShape};
 use super::*;
 use crate::params::{Params, TensorKind};
@@ -207,6 +207,111 @@ fn attention_check(dropout: f32) {
 fn attention_backward_matches_finite_differences() {
     attention_check(0.0);
     attention_check(0.3);
+}
+
+/// Causal grouped-query attention and its gradients written out in `f64`, position by
+/// position: `(y, d_q, d_k, d_v)` for `q, d_y (B, H, T, hd)`, `k, v (B, H/rep, T, hd)`.
+fn naive_attention(
+    s: AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d_y: &[f32],
+) -> [Vec<f64>; 4] {
+    let (t_len, hd) = (s.seq_len, s.head_dim);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let mut y = vec![0.0; q.len()];
+    let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    for b in 0..s.batch {
+        for h in 0..s.heads {
+            let g = b * s.kv_heads + h / (s.heads / s.kv_heads);
+            let qr = |t: usize| (b * s.heads + h) * t_len * hd + t * hd;
+            let kr = |t: usize| g * t_len * hd + t * hd;
+            for t in 0..t_len {
+                let sc: Vec<f64> = (0..=t)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| q[qr(t) + d] as f64 * k[kr(j) + d] as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let max = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = sc.iter().map(|x| (x - max).exp()).sum();
+                let p: Vec<f64> = sc.iter().map(|x| (x - max).exp() / z).collect();
+                let da: Vec<f64> = (0..=t)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| d_y[qr(t) + d] as f64 * v[kr(j) + d] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let p_da: f64 = p.iter().zip(&da).map(|(p, a)| p * a).sum();
+                for j in 0..=t {
+                    let ds = p[j] * (da[j] - p_da) * scale;
+                    for d in 0..hd {
+                        y[qr(t) + d] += p[j] * v[kr(j) + d] as f64;
+                        d_q[qr(t) + d] += ds * k[kr(j) + d] as f64;
+                        d_k[kr(j) + d] += ds * q[qr(t) + d] as f64;
+                        d_v[kr(j) + d] += p[j] * d_y[qr(t) + d] as f64;
+                    }
+                }
+            }
+        }
+    }
+    [y, d_q, d_k, d_v]
+}
+
+/// The attention kernels against [`naive_attention`] at shapes that reach every block size of
+/// the scores, a group of query rows cut short at the end, and each kind of head width.
+#[test]
+fn attention_matches_a_naive_reference_at_wider_shapes() {
+    for (seq_len, heads, kv_heads, head_dim) in [(70, 4, 2, 8), (37, 2, 2, 48), (21, 2, 1, 12)] {
+        let s = AttentionShape {
+            batch: 2,
+            seq_len,
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let n = s.batch * seq_len;
+        let q = random(n * heads * head_dim, 1.0, 1);
+        let k = random(n * kv_heads * head_dim, 1.0, 2);
+        let v = random(n * kv_heads * head_dim, 1.0, 3);
+        let d_y = random(q.len(), 1.0, 4);
+        let mut scratch = vec![0.0; s.scratch_len()];
+        let (mut y, mut lse) = (vec![0.0; q.len()], vec![0.0; n * heads]);
+        ops::attention_forward(&mut y, &mut lse, &mut scratch, &q, &k, &v, s, Mask::OFF);
+        let (mut d_q, mut d_k, mut d_v) =
+            (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        ops::attention_backward(
+            &mut d_q,
+            &mut d_k,
+            &mut d_v,
+            &mut scratch,
+            &d_y,
+            &q,
+            &k,
+            &v,
+            &lse,
+            s,
+            Mask::OFF,
+        );
+        let want = naive_attention(s, &q, &k, &v, &d_y);
+        for (name, got, want) in [
+            ("y", &y, &want[0]),
+            ("d_q", &d_q, &want[1]),
+            ("d_k", &d_k, &want[2]),
+            ("d_v", &d_v, &want[3]),
+        ] {
+            for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (g as f64 - w).abs() < 2e-5 * (1.0 + w.abs()),
+                    "{name}[{i}] at {s:?}: {g} vs {w}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
