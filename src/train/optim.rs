@@ -1,7 +1,8 @@
 //! The optimizer side of a training step: gradient norm and clipping, AdamW, and the
 //! learning-rate schedule, each as PyTorch and llama2.c's `train.py` compute them.
 
-use super::par::for_each_zip3;
+use super::isa::widest;
+use super::par::{for_each_block, for_each_zip3};
 use crate::error::{Error, Result};
 use crate::params::Params;
 
@@ -129,14 +130,33 @@ impl AdamW {
 const BLOCK: usize = 1 << 14;
 
 /// The global L2 norm of all gradients (a shared classifier counted once), summed in `f64` in
-/// a fixed order.
+/// a fixed order: block by block, each block's squares into eight partial sums (one chain of
+/// adds would wait on each add in turn: 9.5 ms instead of 2.4 for stories15M's 15M values).
 pub fn grad_norm(grads: &Params) -> f32 {
-    let sum: f64 = grads
-        .data()
-        .chunks(BLOCK)
-        .map(|c| c.iter().map(|&g| g as f64 * g as f64).sum::<f64>())
-        .sum();
+    let sum: f64 = grads.data().chunks(BLOCK).map(sum_of_squares).sum();
     sum.sqrt() as f32
+}
+
+widest! {
+    /// `sum x^2` in `f64`: value `i` into partial sum `i mod 8`, in order, the sums then added
+    /// by a fixed tree, then the last few values in order.
+    fn sum_of_squares_of / sum_of_squares_body(x: &[f32], out: &mut f64) {
+        let mut acc = [0.0f64; 8];
+        let chunks = x.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|&g| g as f64 * g as f64).sum();
+        for c in chunks {
+            for i in 0..8 {
+                acc[i] += c[i] as f64 * c[i] as f64;
+            }
+        }
+        *out = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+    }
+}
+
+fn sum_of_squares(x: &[f32]) -> f64 {
+    let mut sum = 0.0;
+    sum_of_squares_of(x, &mut sum);
+    sum
 }
 
 /// Scales all gradients down so that their global norm is at most `max_norm` (as
@@ -147,7 +167,9 @@ pub fn clip_grads(grads: &mut Params, max_norm: f32) -> f32 {
     if max_norm > 0.0 {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
-            grads.data_mut().iter_mut().for_each(|g| *g *= coef);
+            for_each_block((grads.data_mut(), BLOCK), BLOCK, |_, g| {
+                g.iter_mut().for_each(|g| *g *= coef)
+            });
         }
     }
     norm
@@ -192,4 +214,24 @@ pub fn learning_rate(step: usize, s: &Schedule) -> f32 {
     };
     let coeff = 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos());
     (min_lr + coeff * (lr - min_lr)) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    /// The blocked sum of squares against one in order, for lengths with and without a tail of
+    /// fewer than eight values.
+    #[test]
+    fn sum_of_squares_matches_a_sum_in_order() {
+        for len in (0..40).chain([1 << 14, 100_003]) {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5)
+                .collect();
+            let want: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+            let got = super::sum_of_squares(&x);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.max(1.0),
+                "{len}: {got} vs {want}"
+            );
+        }
+    }
 }
