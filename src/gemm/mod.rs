@@ -32,6 +32,8 @@
 //! of `f32`, else in panels of whole blocks of `k`, one after the other (the pack buffer
 //! stays small: training's memory budget counts it); only when one block of `k` across all
 //! columns is larger (the classifier's forward product) does each task pack its own blocks.
+//! With `b` shared, a tile whose `a` runs along `k` takes up to 256 KiB of its strip at once
+//! (read from L2), so its sums are loaded and stored once, not once per block of [`KC`].
 //! `a` is read where it lies: its rows (or, for
 //! [`matmul_tn`], its columns) are already contiguous along `k` or along the tile's rows, so
 //! packing it would cost a pass over memory for little, which matters for small `k`
@@ -60,6 +62,9 @@ use std::sync::OnceLock;
 
 /// Values of `k` per packed block: a 32-column strip of this many steps is 32 KiB, in L1.
 pub const KC: usize = 256;
+/// Bytes of a strip a tile runs over at once when all of `b` is packed already: it is read
+/// from L2 (256 KiB: 2048 steps of `f32`, 4096 of bf16).
+const LONG_STRIP_BYTES: usize = 256 << 10;
 /// Columns per packed block of `b`: `KC x NC` values (512 KiB) stay in L2.
 pub const NC: usize = 512;
 
@@ -423,6 +428,10 @@ pub(crate) trait Kernel: Sync {
     /// Values of `k` a packed strip holds side by side (1, or 2 for `vdpbf16ps`'s pairs).
     const GROUP: usize = 1;
 
+    /// True if [`Kernel::a_tile`] copies an `a` whose rows are strided (`matmul_tn`'s) into
+    /// contiguous pairs, rather than reading it in place.
+    const COPIES_COLUMNS_OF_A: bool = false;
+
     /// Pack `b(p0 + p, j0 + j)` for `p < kc`, `j < nc` into strips of `NR` columns, zero-padded:
     /// `packed` holds [`packed_len`]`::<Self>(kc, nc)` values.
     fn pack_b(
@@ -769,10 +778,19 @@ unsafe fn compute_block<K: Kernel>(
         col0,
         cols,
     } = block;
+    // With all of `b` packed, a tile whose `a` lies along `k` (or is copied so) runs over
+    // many blocks at once and loads and stores its sums once, not once per block; strided
+    // in-place columns of `a` stay at `KC` steps (each step another row of memory).
+    let block_k = match b {
+        PackedB::Whole(_) if a.cs == 1 || K::COPIES_COLUMNS_OF_A => {
+            k.min(LONG_STRIP_BYTES / (K::NR * std::mem::size_of::<K::Packed>()))
+        }
+        _ => KC,
+    };
     for j0 in (col0..col0 + cols).step_by(NC) {
         let nc = NC.min(col0 + cols - j0);
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
+        for p0 in (0..k).step_by(block_k) {
+            let kc = block_k.min(k - p0);
             // Strip `s` of this block, from step `p0`.
             let (strips, strip_len, first): (&[K::Packed], usize, usize) = match b {
                 PackedB::Whole(packed) => (packed, packed_len::<K>(k, K::NR), j0 / K::NR),

@@ -228,6 +228,8 @@ impl Kernel for Avx512Dpbf16 {
 
     const GROUP: usize = 2;
 
+    const COPIES_COLUMNS_OF_A: bool = true;
+
     fn pack_b(&self, packed: &mut [u16], b: View<u16>, p0: usize, kc: usize, j0: usize, nc: usize) {
         pack_strips::<_, _, 2>(packed, b, p0, kc, j0, nc, Self::NR, |x| x);
     }
@@ -258,13 +260,11 @@ impl Kernel for Avx512Dpbf16 {
             cs: a.rs,
         };
         super::resize_pack_buffer(scratch, Self::MR * kc.next_multiple_of(2));
-        if rows == Self::MR {
-            // SAFETY: this kernel only runs where AVX-512F is (it needs AVX-512 BF16); the
-            // tile's rows `row..row + 14` and steps `p0..p0 + kc` lie inside `a` (the caller's
-            // block is inside the product), and `scratch` holds `kc` rounded up to pairs of
-            // 14 pairs.
-            unsafe { pair_rows_of_14(scratch, columns, p0, kc, row) };
-        } else {
+        // SAFETY: this kernel only runs where AVX-512F is (it needs AVX-512 BF16); the tile's
+        // rows `row..row + rows` (at most 14) and steps `p0..p0 + kc` lie inside `a` (the
+        // caller's block is inside the product), and `scratch` holds `kc` rounded up to
+        // pairs of 14 pairs.
+        if !unsafe { pair_rows(scratch, columns, (p0, kc), (row, rows)) } {
             pack_strips::<_, _, 2>(scratch, columns, p0, kc, row, rows, Self::MR, |x| x);
         }
         (scratch.as_ptr(), 2, 2 * Self::MR)
@@ -276,35 +276,41 @@ impl Kernel for Avx512Dpbf16 {
     }
 }
 
-/// [`pack_strips`] of 14 columns with pairs (what [`Avx512Dpbf16::a_tile`] makes of
-/// `matmul_tn`'s `a`) in vectors: per pair of steps, 14 values of each of two rows of
+/// [`pack_strips`] of up to 14 columns with pairs (what [`Avx512Dpbf16::a_tile`] makes of
+/// `matmul_tn`'s `a`) in vectors: per pair of steps, the values of each of two rows of
 /// `columns` are widened to 32 bits and the second row's shifted into the high halves, so each
-/// 32-bit lane is one column's pair. (The scalar loop spent 3-4% of a bf16 training step here.)
+/// 32-bit lane is one column's pair, and lanes past `cols` are zeros. (The scalar loop spent
+/// 3-4% of a bf16 training step here.) Returns false, having done nothing, if the last row
+/// ends too near the end of `columns` to read a whole number of 32-bit lanes.
 ///
 /// # Safety
 ///
-/// The CPU has AVX-512F; `columns` holds values `(p0 + p, col + j)` for `p < kc`, `j < 14`;
-/// `scratch` holds at least `14 * kc.next_multiple_of(2)` values.
+/// The CPU has AVX-512F; `columns` holds values `(p0 + p, col + j)` for `p < kc`,
+/// `j < cols <= 14`; `scratch` holds at least `14 * kc.next_multiple_of(2)` values.
 #[target_feature(enable = "avx512f")]
-unsafe fn pair_rows_of_14(
+unsafe fn pair_rows(
     scratch: &mut [u16],
     columns: View<u16>,
-    p0: usize,
-    kc: usize,
-    col: usize,
-) {
-    debug_assert!(columns.cs == 1 && scratch.len() >= 14 * kc.next_multiple_of(2));
-    // Seven 32-bit lanes hold 14 values; 14 lanes hold the 14 pairs.
-    const SEVEN: __mmask16 = 0x7f;
+    (p0, kc): (usize, usize),
+    (col, cols): (usize, usize),
+) -> bool {
+    debug_assert!(columns.cs == 1 && cols <= 14 && scratch.len() >= 14 * kc.next_multiple_of(2));
+    // Whole 32-bit lanes: an odd `cols` reads one value more, which must exist.
+    let lanes = cols.div_ceil(2);
+    let start = |p: usize| (p0 + p) * columns.rs + col;
+    if kc == 0 || start(kc - 1) + 2 * lanes > columns.data.len() {
+        return false;
+    }
+    let (read, keep): (__mmask16, __mmask16) = ((1 << lanes) - 1, (1 << cols) - 1);
     const FOURTEEN: __mmask16 = 0x3fff;
-    let row = |p: usize| columns.data[(p0 + p) * columns.rs + col..][..14].as_ptr();
+    let row = |p: usize| columns.data[start(p)..][..2 * lanes].as_ptr();
     let out = scratch.as_mut_ptr();
-    // SAFETY (whole body): masked loads read only the 14 values of a row, which the slicing
-    // above checked; masked stores write 14 pairs inside `scratch`, `28 * g` values in.
+    // SAFETY (whole body): masked loads read only `2 * lanes` values of a row, which the
+    // slicing above checked; masked stores write 14 pairs inside `scratch`, `28 * g` values in.
     unsafe {
         let widen = |p: *const u16| {
-            let seven = _mm512_maskz_loadu_epi32(SEVEN, p.cast());
-            _mm512_cvtepu16_epi32(_mm512_castsi512_si256(seven))
+            let values = _mm512_maskz_loadu_epi32(read, p.cast());
+            _mm512_maskz_cvtepu16_epi32(keep, _mm512_castsi512_si256(values))
         };
         for g in 0..kc / 2 {
             let even = widen(row(2 * g));
@@ -317,6 +323,7 @@ unsafe fn pair_rows_of_14(
             _mm512_mask_storeu_epi32(out.add(28 * g).cast(), FOURTEEN, widen(row(2 * g)));
         }
     }
+    true
 }
 
 /// Any tile up to 14 x 32 with `vdpbf16ps`.
