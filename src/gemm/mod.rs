@@ -65,6 +65,9 @@ pub const KC: usize = 256;
 /// Bytes of a strip a tile runs over at once when all of `b` is packed already: it is read
 /// from L2 (256 KiB: 2048 steps of `f32`, 4096 of bf16).
 const LONG_STRIP_BYTES: usize = 256 << 10;
+/// Bytes of the longest block of a strip a task packs for itself as one (40 KiB: 320 steps of
+/// `f32`, 640 of bf16), so that it stays in L1 with a tile of `a`.
+const SHORT_STRIP_BYTES: usize = 40 << 10;
 /// Columns per packed block of `b`: `KC x NC` values (512 KiB) stay in L2.
 pub const NC: usize = 512;
 
@@ -785,7 +788,15 @@ unsafe fn compute_block<K: Kernel>(
         PackedB::Whole(_) if a.cs == 1 || K::COPIES_COLUMNS_OF_A => {
             k.min(LONG_STRIP_BYTES / (K::NR * std::mem::size_of::<K::Packed>()))
         }
-        _ => KC,
+        PackedB::Whole(_) => KC,
+        // Packing as it goes, a task takes a short `k` (a layer's width) in one block rather
+        // than a block and a sliver (288 = 256 + 32): its sums are then stored once.
+        PackedB::PerTask(_)
+            if k * K::NR * std::mem::size_of::<K::Packed>() <= SHORT_STRIP_BYTES =>
+        {
+            k
+        }
+        PackedB::PerTask(_) => KC,
     };
     for j0 in (col0..col0 + cols).step_by(NC) {
         let nc = NC.min(col0 + cols - j0);
