@@ -5,6 +5,8 @@
 //! product are rounded to bfloat16 (nearest, ties to even) and the sums stay `f32`; the weights
 //! themselves, their gradients and everything outside the products stay `f32`.
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 use crate::gemm::{matmul_nn, matmul_nn_bf16, matmul_nt, matmul_nt_bf16, matmul_tn};
 use crate::gemm::{matmul_tn_bf16, to_bf16};
@@ -48,18 +50,29 @@ pub fn linear_backward(
 }
 
 /// The bfloat16 buffers of [`Precision::Bf16`]: a rounded copy of all weights (made once per
-/// pass by [`Bf16Copies::round_weights`]) and room for two rounded activations.
+/// pass by [`Bf16Copies::round_weights`]), each linear layer's input rounded once per pass
+/// (the forward pass rounds it, the backward pass reuses it), and room for one rounded output
+/// gradient.
 #[derive(Debug)]
 pub(crate) struct Bf16Copies {
     weights: Vec<u16>, // like Params::data()
-    x: Vec<u16>,       // a layer's input
-    d_out: Vec<u16>,   // a layer's output gradient
+    inputs: Vec<u16>,  // per layer: attention norm, attention, ffn norm, gate; then final norm
+    /// Where each slot of `inputs` starts (one more entry: the end).
+    slot_starts: Vec<usize>,
+    /// Per slot of `inputs`: the `f32` input rounded there in this pass (address, length).
+    rounded_from: Vec<Option<(usize, usize)>>,
+    d_out: Vec<u16>, // a layer's output gradient
 }
 
 impl Bf16Copies {
-    /// Buffers for `params_len` weights and layer inputs/output gradients of up to `max_len`
-    /// values.
-    pub(crate) fn new(params_len: usize, max_len: usize) -> Result<Bf16Copies> {
+    /// Buffers for `params_len` weights, the inputs of `layers` layers of width `dim` (hidden
+    /// `hidden`) for `tokens` tokens, and output gradients of up to `d_out_len` values.
+    pub(crate) fn new(
+        params_len: usize,
+        (layers, dim, hidden): (usize, usize, usize),
+        tokens: usize,
+        d_out_len: usize,
+    ) -> Result<Bf16Copies> {
         let zeros = |len: usize| {
             let mut v = Vec::new();
             v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
@@ -69,21 +82,60 @@ impl Bf16Copies {
             v.resize(len, 0u16);
             Ok::<_, Error>(v)
         };
+        let widths = (0..layers)
+            .flat_map(|_| [dim, dim, dim, hidden])
+            .chain([dim]);
+        let slot_starts: Vec<usize> = [0]
+            .into_iter()
+            .chain(widths.scan(0usize, |end, width| {
+                *end = end.saturating_add(width.saturating_mul(tokens));
+                Some(*end)
+            }))
+            .collect();
+        let inputs_len = slot_starts.last().copied().unwrap_or(0);
         Ok(Bf16Copies {
             weights: zeros(params_len)?,
-            x: zeros(max_len)?,
-            d_out: zeros(max_len)?,
+            inputs: zeros(inputs_len)?,
+            rounded_from: vec![None; slot_starts.len() - 1],
+            slot_starts,
+            d_out: zeros(d_out_len)?,
         })
     }
 
     /// Bytes of the buffers.
     pub(crate) fn bytes(&self) -> usize {
-        (self.weights.len() + self.x.len() + self.d_out.len()) * 2
+        (self.weights.len() + self.inputs.len() + self.d_out.len()) * 2
     }
 
-    /// Round the current weights.
+    /// Round the current weights, and start a pass: no input is rounded yet.
     pub(crate) fn round_weights(&mut self, params: &Params) {
         round(&mut self.weights, params.data());
+        self.rounded_from.fill(None);
+    }
+
+    /// Round `x`, the input of weight `(kind, layer)`, into its slot of `inputs` unless this
+    /// pass already rounded this very slice there, and return where it lies. The products that
+    /// read one input (`wq`, `wk`, `wv`; `w1`, `w3`) share a slot, and the backward pass
+    /// reuses the forward pass's copies (it reads the activations that pass wrote, unchanged).
+    fn round_input(&mut self, x: &[f32], (kind, layer): (TensorKind, usize)) -> Range<usize> {
+        use TensorKind::*;
+        let last = self.rounded_from.len() - 1; // the final norm's output
+        let slot = match kind {
+            Wq | Wk | Wv => 4 * layer,
+            Wo => 4 * layer + 1,
+            W1 | W3 => 4 * layer + 2,
+            W2 => 4 * layer + 3,
+            _ => last,
+        }
+        .min(last);
+        let start = self.slot_starts[slot];
+        let end = (start + x.len()).min(self.slot_starts[slot + 1]);
+        let source = Some((x.as_ptr() as usize, x.len()));
+        if self.rounded_from[slot] != source {
+            round(&mut self.inputs[start..end], &x[..end - start]);
+            self.rounded_from[slot] = source;
+        }
+        start..end
     }
 }
 
@@ -109,9 +161,9 @@ impl Layers<'_> {
             return linear_forward(out, x, weight, in_dim, out_dim);
         };
         let tokens = x.len() / in_dim;
-        let w = &b.weights[self.params.info(kind, layer).range()];
-        let xb = &mut b.x[..x.len()];
-        round(xb, x);
+        let range = self.params.info(kind, layer).range();
+        let xb = b.round_input(x, (kind, layer));
+        let (xb, w) = (&b.inputs[xb], &b.weights[range]);
         matmul_nt_bf16(out, xb, w, tokens, in_dim, out_dim, false);
     }
 
@@ -192,9 +244,10 @@ impl Layers<'_> {
             return;
         };
         let tokens = x.len() / in_dim;
+        let xb = b.round_input(x, (kind, layer));
+        let xb = &b.inputs[xb];
         let w = &b.weights[self.params.info(kind, layer).range()];
-        let (xb, db) = (&mut b.x[..x.len()], &b.d_out[..tokens * out_dim]);
-        round(xb, x);
+        let db = &b.d_out[..tokens * out_dim];
         matmul_tn_bf16(d_weight, db, xb, out_dim, tokens, in_dim, true);
         matmul_nn_bf16(d_x, db, w, tokens, out_dim, in_dim, accumulate_dx);
     }

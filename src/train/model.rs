@@ -61,7 +61,8 @@ pub struct Workspace {
     d_h1: Vec<f32>,        // (N, F)
     d_h3: Vec<f32>,        // (N, F)
     d_gate: Vec<f32>,      // (N, F)
-    // With `Precision::Bf16`: rounded weights, and room for a rounded (N, max(C, F, V)).
+    // With `Precision::Bf16`: rounded weights, the linear layers' rounded inputs
+    // (N, L (3C + F) + C) and room for a rounded output gradient (N, max(C, F, V)).
     bf16: Option<Bf16Copies>,
 }
 
@@ -75,7 +76,8 @@ impl Workspace {
     }
 
     /// [`Workspace::new`] for matrix products in `precision`: with [`Precision::Bf16`] the
-    /// workspace also holds bfloat16 copies of the weights and of one layer's operands.
+    /// workspace also holds bfloat16 copies of the weights, of the linear layers' inputs and of
+    /// one output gradient.
     pub fn with_precision(
         config: &Config,
         batch: usize,
@@ -119,7 +121,13 @@ impl Workspace {
                     .map(|t| t.range().end)
                     .max()
                     .unwrap_or(0);
-                Some(Bf16Copies::new(params_len, n.saturating_mul(widest))?)
+                let d_out_len = n.saturating_mul(widest);
+                Some(Bf16Copies::new(
+                    params_len,
+                    (layers, dim, hidden),
+                    n,
+                    d_out_len,
+                )?)
             }
         };
         Ok(Workspace {

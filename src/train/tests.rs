@@ -803,6 +803,49 @@ fn dot64(
     })
 }
 
+/// The rounded inputs are reused only for the very slice they were made from, within one pass:
+/// a product of another slice in the same slot, or of the same slice changed in place before
+/// the next pass, sees the new values.
+#[test]
+fn bf16_inputs_are_rounded_again_for_new_values() {
+    use super::linear::{Bf16Copies, Layers};
+    use crate::gemm::{matmul_nt_bf16, to_bf16};
+    let config = tiny_config(true);
+    let mut params = tiny_params(&config, 3);
+    let (dim, n) = (config.dim, 12);
+    let shape = (config.n_layers, config.dim, config.hidden_dim);
+    let mut copies = Bf16Copies::new(params.len(), shape, n, n * config.vocab_size).unwrap();
+    let wq = (TensorKind::Wq, 1);
+    let wk = (TensorKind::Wk, 1);
+    let want = |params: &crate::params::Params, x: &[f32], w: (TensorKind, usize), out_dim| {
+        let (mut xb, mut wb) = (vec![0u16; x.len()], vec![0u16; out_dim * dim]);
+        to_bf16(&mut xb, x);
+        to_bf16(&mut wb, params.get(w.0, w.1));
+        let mut out = vec![0.0; n * out_dim];
+        matmul_nt_bf16(&mut out, &xb, &wb, n, dim, out_dim, false);
+        out
+    };
+    let (mut x, y) = (random(n * dim, 1.0, 6), random(n * dim, 1.0, 7));
+    let kv = config.kv_dim();
+    for pass in 0..2 {
+        copies.round_weights(&params);
+        let mut layers = Layers {
+            params: &params,
+            bf16: Some(&mut copies),
+        };
+        let (mut q, mut k) = (vec![0.0; n * dim], vec![0.0; n * kv]);
+        layers.forward(&mut q, &x, wq, dim, dim);
+        layers.forward(&mut k, &y, wk, dim, kv);
+        assert_eq!(q, want(&params, &x, wq, dim), "pass {pass}: wq");
+        assert_eq!(k, want(&params, &y, wk, kv), "pass {pass}: wk of another input");
+        layers.forward(&mut k, &x, wk, dim, kv);
+        assert_eq!(k, want(&params, &x, wk, kv), "pass {pass}: wk");
+        // The next pass: new weights, and new values in the same slice.
+        x.iter_mut().for_each(|v| *v = -0.5 * *v + 0.25);
+        params.data_mut().iter_mut().for_each(|v| *v *= 1.5);
+    }
+}
+
 #[test]
 fn bf16_linear_layer_is_f32_maths_on_rounded_operands() {
     use super::linear::{Bf16Copies, Layers};
@@ -813,7 +856,8 @@ fn bf16_linear_layer_is_f32_maths_on_rounded_operands() {
     let x = random(n * din, 1.0, 4);
     let d_out = random(n * dout, 1.0, 5);
     let w1 = (TensorKind::W1, 1);
-    let mut copies = Bf16Copies::new(params.len(), n * dout).unwrap();
+    let shape = (config.n_layers, config.dim, config.hidden_dim);
+    let mut copies = Bf16Copies::new(params.len(), shape, n, n * dout).unwrap();
     copies.round_weights(&params);
     let mut layers = Layers {
         params: &params,
