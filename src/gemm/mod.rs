@@ -242,6 +242,19 @@ pub fn to_bf16(dst: &mut [u16], src: &[f32]) {
     }
 }
 
+/// [`to_bf16`] for the products of [`Isa::detect`]: on [`Isa::Avx512Bf16`] with that
+/// extension's `vcvtneps2bf16`, 16 values per instruction. The bits are [`to_bf16`]'s except
+/// for magnitudes below `f32::MIN_POSITIVE` (subnormals), which become zeros of their sign: the
+/// instruction flushes them, as `vdpbf16ps` treats subnormal operands as zeros anyway.
+pub fn to_bf16_for_products(dst: &mut [u16], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx512Bf16 {
+        // SAFETY: `detect` returns `Avx512Bf16` only where the CPU has AVX-512F and BF16.
+        return unsafe { x86::to_bf16_cvtne(dst, src) };
+    }
+    to_bf16(dst, src);
+}
+
 /// One `f32` rounded to the nearest bfloat16, ties to even (see [`to_bf16`]).
 #[inline]
 pub fn bf16_from_f32(x: f32) -> u16 {

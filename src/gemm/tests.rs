@@ -305,3 +305,43 @@ fn the_shapes_reach_every_way_of_packing_b() {
     );
     assert_eq!(panel(301, 14000), None, "per task");
 }
+
+/// The rounding for the products gives [`to_bf16`]'s bits (checked above against the rules)
+/// for every `f32` that is not subnormal, at every length (the tail of fewer than 16 values
+/// included); subnormals give those bits or, on AVX-512 BF16, zeros of their sign.
+#[test]
+fn rounding_for_the_products_is_to_bf16() {
+    let mut rng = Rng::new(0x05ee_db16);
+    let mut src: Vec<f32> = (0..4099).map(|_| f32::from_bits(rng.next_u32())).collect();
+    // Ties, the largest finite values, infinities, NaNs, zeros and values near the subnormals.
+    src.extend([
+        1.0 + 2f32.powi(-8),
+        1.0 + 3.0 * 2f32.powi(-8),
+        f32::MAX,
+        -f32::MAX,
+    ]);
+    src.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        0.0,
+        -0.0,
+    ]);
+    src.extend([f32::MIN_POSITIVE, f32::MIN_POSITIVE * 0.999, -1e-40, 1e-45]);
+    for len in [0, 1, 15, 16, 17, 100, src.len()] {
+        let src = &src[src.len() - len..];
+        let (mut want, mut got) = (vec![0u16; len], vec![0u16; len]);
+        to_bf16(&mut want, src);
+        to_bf16_for_products(&mut got, src);
+        for ((&x, &w), &g) in src.iter().zip(&want).zip(&got) {
+            let flushed = ((x.to_bits() >> 16) & 0x8000) as u16;
+            let subnormal = x != 0.0 && x.abs() < f32::MIN_POSITIVE;
+            assert!(
+                g == w || (subnormal && g == flushed),
+                "{x:e} ({:#010x}): {g:#06x}, want {w:#06x}",
+                x.to_bits()
+            );
+        }
+    }
+}

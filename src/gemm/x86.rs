@@ -326,6 +326,38 @@ unsafe fn pair_rows(
     true
 }
 
+/// [`super::to_bf16_for_products`] with `vcvtneps2bf16`: 16 values at a time, the last few
+/// through a zero-padded block of 16.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F and AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(crate) unsafe fn to_bf16_cvtne(dst: &mut [u16], src: &[f32]) {
+    debug_assert_eq!(dst.len(), src.len());
+    let convert = |d: &mut [u16], s: &[f32]| {
+        // SAFETY: `d` and `s` hold 16 values each (the chunks below); the cast reinterprets
+        // 16 bf16 values as 256 bits.
+        unsafe {
+            let rounded: __m256i =
+                std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(s.as_ptr())));
+            _mm256_storeu_si256(d.as_mut_ptr().cast(), rounded);
+        }
+    };
+    let (mut d, mut s) = (dst.chunks_exact_mut(16), src.chunks_exact(16));
+    for (d, s) in d.by_ref().zip(s.by_ref()) {
+        convert(d, s);
+    }
+    let (d, s) = (d.into_remainder(), s.remainder());
+    let n = d.len().min(s.len());
+    if n > 0 {
+        let (mut d16, mut s16) = ([0u16; 16], [0.0f32; 16]);
+        s16[..n].copy_from_slice(&s[..n]);
+        convert(&mut d16, &s16);
+        d[..n].copy_from_slice(&d16[..n]);
+    }
+}
+
 /// Any tile up to 14 x 32 with `vdpbf16ps`.
 ///
 /// # Safety

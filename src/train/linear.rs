@@ -2,14 +2,15 @@
 //!
 //! The matrix products come from the `use` below, so a faster implementation is swapped in
 //! here and nowhere else. With `--dtype bfloat16` ([`Precision::Bf16`]) both operands of every
-//! product are rounded to bfloat16 (nearest, ties to even) and the sums stay `f32`; the weights
+//! product are rounded to bfloat16 (nearest, ties to even; on AVX-512 BF16 by its own instruction,
+//! which also flushes `f32` subnormals to zero) and the sums stay `f32`; the weights
 //! themselves, their gradients and everything outside the products stay `f32`.
 
 use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::gemm::{matmul_nn, matmul_nn_bf16, matmul_nt, matmul_nt_bf16, matmul_tn};
-use crate::gemm::{matmul_tn_bf16, to_bf16};
+use crate::gemm::{matmul_tn_bf16, to_bf16_for_products};
 
 use crate::params::{Params, TensorKind};
 use crate::train::isa::widest;
@@ -253,7 +254,7 @@ impl Layers<'_> {
     }
 }
 
-/// [`to_bf16`] by blocks over rayon's threads: the output gradient of the classifier is
+/// [`to_bf16_for_products`] by blocks over rayon's threads: the output gradient of the classifier is
 /// `N x vocab` values, a pass over memory worth sharing.
 fn round(dst: &mut [u16], src: &[f32]) {
     #[cfg(feature = "parallel")]
@@ -268,8 +269,8 @@ fn round(dst: &mut [u16], src: &[f32]) {
 }
 
 widest! {
-    /// [`to_bf16`] in the CPU's widest vectors.
+    /// [`to_bf16_for_products`] in the CPU's widest vectors.
     fn round_block / round_block_plain(dst: &mut [u16], src: &[f32]) {
-        to_bf16(dst, src)
+        to_bf16_for_products(dst, src)
     }
 }

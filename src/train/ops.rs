@@ -14,7 +14,7 @@ use super::dropout::Mask;
 use super::isa::widest;
 use super::par::{for_each_block, for_each_zip2, for_each_zip3, for_each_zip4};
 use super::vector::{axpy, dot, exp, exp_shifted, exp_shifted_sum, max, sum_exp};
-use crate::gemm::bf16_from_f32;
+use crate::gemm::to_bf16_for_products;
 use crate::kernels::parallel::for_each_block_of_rows;
 
 /// RMSNorm's epsilon, as `model.py` sets it (`norm_eps`).
@@ -807,14 +807,21 @@ widest! {
         scale: f32,
         first_row: usize,
     ) {
+        // The gradient is made in `f32` a block at a time, then rounded as the products round.
+        const BLOCK: usize = 256;
+        let mut grads = [0.0f32; BLOCK];
         let rows = out.chunks_exact_mut(vocab).zip(logits.chunks_exact(vocab));
         for (r, (out, row)) in rows.enumerate() {
             let lse = lse[first_row + r];
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = bf16_from_f32(exp(x - lse) * scale);
+            for (out, row) in out.chunks_mut(BLOCK).zip(row.chunks(BLOCK)) {
+                let grads = &mut grads[..row.len()];
+                for (g, &x) in grads.iter_mut().zip(row) {
+                    *g = exp(x - lse) * scale;
+                }
+                to_bf16_for_products(out, grads);
             }
             let t = targets[first_row + r] as usize;
-            out[t] = bf16_from_f32(exp(row[t] - lse) * scale - scale);
+            to_bf16_for_products(&mut out[t..t + 1], &[exp(row[t] - lse) * scale - scale]);
         }
     }
 }

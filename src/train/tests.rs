@@ -837,7 +837,11 @@ fn bf16_inputs_are_rounded_again_for_new_values() {
         layers.forward(&mut q, &x, wq, dim, dim);
         layers.forward(&mut k, &y, wk, dim, kv);
         assert_eq!(q, want(&params, &x, wq, dim), "pass {pass}: wq");
-        assert_eq!(k, want(&params, &y, wk, kv), "pass {pass}: wk of another input");
+        assert_eq!(
+            k,
+            want(&params, &y, wk, kv),
+            "pass {pass}: wk of another input"
+        );
         layers.forward(&mut k, &x, wk, dim, kv);
         assert_eq!(k, want(&params, &x, wk, kv), "pass {pass}: wk");
         // The next pass: new weights, and new values in the same slice.
