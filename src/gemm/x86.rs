@@ -231,7 +231,23 @@ impl Kernel for Avx512Dpbf16 {
     const COPIES_COLUMNS_OF_A: bool = true;
 
     fn pack_b(&self, packed: &mut [u16], b: View<u16>, p0: usize, kc: usize, j0: usize, nc: usize) {
-        pack_strips::<_, _, 2>(packed, b, p0, kc, j0, nc, Self::NR, |x| x);
+        let fits = i32::try_from(b.cs.saturating_mul(Self::NR)).is_ok();
+        if b.rs != 1 || !fits || kc < 2 {
+            return pack_strips::<_, _, 2>(packed, b, p0, kc, j0, nc, Self::NR, |x| x);
+        }
+        // `b`'s columns run along `k` (`matmul_nt`): each pair is one 32-bit word already.
+        let strip_len = Self::NR * kc.next_multiple_of(2);
+        for (s, strip) in packed[..nc.div_ceil(Self::NR) * strip_len]
+            .chunks_exact_mut(strip_len)
+            .enumerate()
+        {
+            let (col, cols) = (j0 + s * Self::NR, Self::NR.min(nc - s * Self::NR));
+            // SAFETY: this kernel only runs where AVX-512F is (it needs AVX-512 BF16); the
+            // strip holds `32 * kc` (rounded up to pairs) values, `b` holds `(p0 + p, col + j)`
+            // for `p < kc`, `j < cols` (the caller's block is inside the product), and
+            // `32 * b.cs` fits an `i32`, checked above.
+            unsafe { gather_pairs(strip, b, (p0, kc), (col, cols)) };
+        }
     }
 
     fn convert(&self, x: u16) -> u16 {
@@ -324,6 +340,64 @@ unsafe fn pair_rows(
         }
     }
     true
+}
+
+/// One strip of [`pack_strips`] with pairs, for a `b` whose columns run along `k`: there the
+/// two values of a pair are adjacent, so each pair of steps is two gathers of 16 words, one per
+/// column (columns past `cols` are zeros); an odd last step is copied alone.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; `b.rs == 1`, `b` holds values `(p0 + p, col + j)` for `p < kc`,
+/// `j < cols <= 32`, `32 * b.cs` fits an `i32`, and `strip` holds `32 * kc.next_multiple_of(2)`
+/// values.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_pairs(
+    strip: &mut [u16],
+    b: View<u16>,
+    (p0, kc): (usize, usize),
+    (col, cols): (usize, usize),
+) {
+    debug_assert!(b.rs == 1 && cols <= 32 && strip.len() >= 32 * kc.next_multiple_of(2));
+    if kc == 0 || cols == 0 {
+        return;
+    }
+    let last = (p0 + kc - 1) + (col + cols - 1) * b.cs;
+    debug_assert!(last < b.data.len());
+    if last >= b.data.len() {
+        return;
+    }
+    let column = b.cs as i32; // in values: the gathers scale by their size, 2 bytes
+    let (lanes_lo, lanes_hi) = (cols.min(16), cols.saturating_sub(16));
+    let mask = |n: usize| ((1u32 << n) - 1) as __mmask16;
+    let out = strip.as_mut_ptr().cast::<i32>();
+    // SAFETY (whole body): every gathered word is the pair `(p0 + 2g, p0 + 2g + 1)` of a
+    // column `j < cols`, both below `last + 1`, which was checked to lie inside `b`; the stores
+    // write the strip's 32 words of pair `g < kc / 2`, inside `strip`.
+    unsafe {
+        let index_lo = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(column),
+        );
+        let index_hi = _mm512_add_epi32(index_lo, _mm512_set1_epi32(16 * column));
+        let zero = _mm512_setzero_si512();
+        let base = b.data.as_ptr().add(p0 + col * b.cs);
+        for g in 0..kc / 2 {
+            let at = base.add(2 * g).cast::<u8>();
+            let lo = _mm512_mask_i32gather_epi32::<2>(zero, mask(lanes_lo), index_lo, at.cast());
+            let hi = _mm512_mask_i32gather_epi32::<2>(zero, mask(lanes_hi), index_hi, at.cast());
+            _mm512_storeu_si512(out.add(32 * g).cast(), lo);
+            _mm512_storeu_si512(out.add(32 * g + 16).cast(), hi);
+        }
+    }
+    if kc % 2 == 1 {
+        let g = kc / 2;
+        let pairs = &mut strip[64 * g..][..64];
+        pairs.fill(0);
+        for j in 0..cols {
+            pairs[2 * j] = b.data[p0 + 2 * g + (col + j) * b.cs];
+        }
+    }
 }
 
 /// [`super::to_bf16_for_products`] with `vcvtneps2bf16`: 16 values at a time, the last few
