@@ -25,9 +25,11 @@ pub const NORM_EPS: f32 = 1e-5;
 
 /// `out (N, C)`: row `i` is row `tokens[i]` of `table (V, C)`. Ids must be below `V`.
 pub fn embedding_forward(out: &mut [f32], table: &[f32], tokens: &[u16], dim: usize) {
-    for (row, &t) in out.chunks_exact_mut(dim).zip(tokens) {
-        row.copy_from_slice(&table[t as usize * dim..][..dim]);
-    }
+    for_each_rows(out, dim, |first, block| {
+        for (row, &t) in block.chunks_exact_mut(dim).zip(&tokens[first..]) {
+            row.copy_from_slice(&table[t as usize * dim..][..dim]);
+        }
+    });
 }
 
 /// `d_table (V, C) += ` each `d_out (N, C)` row, added to the row of its token. Serial, in token
@@ -46,18 +48,28 @@ pub fn embedding_backward(d_table: &mut [f32], d_out: &[f32], tokens: &[u16], di
 /// `out (N, C) = norm(x (N, C)) * weight (C)`; `rstd (N)` keeps `1 / sqrt(mean(x^2) + eps)` of
 /// each row for the backward pass.
 pub fn rmsnorm_forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], weight: &[f32]) {
-    let dim = weight.len();
-    for ((o, r), x) in out
-        .chunks_exact_mut(dim)
-        .zip(rstd.iter_mut())
-        .zip(x.chunks_exact(dim))
-    {
-        let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-        *r = 1.0 / (mean_sq + NORM_EPS).sqrt();
-        for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
-            *o = x * *r * w;
-        }
-    }
+    let dim = weight.len().max(1);
+    let work = ROWS_PER_TASK * dim * ELEMENT_COST;
+    let (out_block, rstd_block) = (ROWS_PER_TASK * dim, ROWS_PER_TASK);
+    for_each_zip2(
+        (out, out_block),
+        (rstd, rstd_block),
+        work,
+        |i, out, rstd| {
+            let x = &x[i * out_block..];
+            for ((o, r), x) in out
+                .chunks_exact_mut(dim)
+                .zip(rstd.iter_mut())
+                .zip(x.chunks_exact(dim))
+            {
+                let mean_sq = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+                *r = 1.0 / (mean_sq + NORM_EPS).sqrt();
+                for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+                    *o = x * *r * w;
+                }
+            }
+        },
+    );
 }
 
 /// With `xhat = x * rstd` and `g = w * d_out` (per row):
@@ -70,20 +82,39 @@ pub fn rmsnorm_backward(
     rstd: &[f32],
     weight: &[f32],
 ) {
-    let dim = weight.len();
-    let rows = d_x.chunks_exact_mut(dim).zip(d_out.chunks_exact(dim));
-    for ((dx, dy), (x, &r)) in rows.zip(x.chunks_exact(dim).zip(rstd)) {
-        let mut dot = 0.0f32;
-        for ((dy, w), x) in dy.iter().zip(weight).zip(x) {
-            dot += dy * w * x * r;
+    let dim = weight.len().max(1);
+    // d_x by blocks of rows.
+    for_each_rows(d_x, dim, |first, block| {
+        let rows = block
+            .chunks_exact_mut(dim)
+            .zip(d_out[first * dim..].chunks_exact(dim));
+        let inputs = x[first * dim..].chunks_exact(dim).zip(&rstd[first..]);
+        for ((dx, dy), (x, &r)) in rows.zip(inputs) {
+            let mut dot = 0.0f32;
+            for ((dy, w), x) in dy.iter().zip(weight).zip(x) {
+                dot += dy * w * x * r;
+            }
+            let mean = dot / dim as f32;
+            for (i, dx) in dx.iter_mut().enumerate() {
+                let xhat = x[i] * r;
+                *dx += r * (dy[i] * weight[i] - xhat * mean);
+            }
         }
-        let mean = dot / dim as f32;
-        for (i, dx) in dx.iter_mut().enumerate() {
-            let xhat = x[i] * r;
-            *dx += r * (dy[i] * weight[i] - xhat * mean);
-            d_weight[i] += dy[i] * xhat;
+    });
+    // d_weight by blocks of columns, each a sum over the rows in order.
+    const COLUMNS: usize = 16;
+    let work = d_x.len() / dim * COLUMNS * ELEMENT_COST;
+    for_each_block((d_weight, COLUMNS), work, |i, d_w| {
+        let c0 = i * COLUMNS;
+        let rows = d_out.chunks_exact(dim).zip(x.chunks_exact(dim)).zip(rstd);
+        for ((dy, x), &r) in rows {
+            let (dy, x) = (&dy[c0..][..d_w.len()], &x[c0..][..d_w.len()]);
+            for ((d, &dy), &x) in d_w.iter_mut().zip(dy).zip(x) {
+                let xhat = x * r;
+                *d += dy * xhat;
+            }
         }
-    }
+    });
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -115,10 +146,24 @@ pub fn rope_backward(d_x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize,
 }
 
 fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize, width: usize, sign: f32) {
+    let half = (head_dim / 2).max(1);
+    let seq_len = (cos.len() / half).max(1);
+    for_each_rows(x, width, |first, block| {
+        rotate_rows(block, first, (cos, sin), (head_dim, width, seq_len), sign)
+    });
+}
+
+/// [`rotate`] of the rows of `block`, the first being row `first`.
+fn rotate_rows(
+    block: &mut [f32],
+    first: usize,
+    (cos, sin): (&[f32], &[f32]),
+    (head_dim, width, seq_len): (usize, usize, usize),
+    sign: f32,
+) {
     let half = head_dim / 2;
-    let seq_len = cos.len() / half;
-    for (n, row) in x.chunks_exact_mut(width).enumerate() {
-        let pos = n % seq_len;
+    for (n, row) in block.chunks_exact_mut(width).enumerate() {
+        let pos = (first + n) % seq_len;
         let (cos, sin) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
         for head in row.chunks_exact_mut(head_dim) {
             for (i, pair) in head.chunks_exact_mut(2).enumerate() {
@@ -136,28 +181,34 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize, width: usize
 
 /// `out (B, H, T, hd)` from `x (B, T, H, hd)`, so that each head's positions are contiguous.
 pub fn split_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, head_dim: usize) {
-    let width = heads * head_dim;
-    for (b, out_b) in out.chunks_exact_mut(seq_len * width).enumerate() {
+    let (width, head) = (heads * head_dim, seq_len * head_dim);
+    // One task per head of a sequence.
+    for_each_block((out, head.max(1)), head * ELEMENT_COST, |bh, out_h| {
+        let (b, h) = (bh / heads, bh % heads);
         let x_b = &x[b * seq_len * width..][..seq_len * width];
-        for (h, out_h) in out_b.chunks_exact_mut(seq_len * head_dim).enumerate() {
-            for (t, o) in out_h.chunks_exact_mut(head_dim).enumerate() {
-                o.copy_from_slice(&x_b[t * width + h * head_dim..][..head_dim]);
-            }
+        for (t, o) in out_h.chunks_exact_mut(head_dim).enumerate() {
+            o.copy_from_slice(&x_b[t * width + h * head_dim..][..head_dim]);
         }
-    }
+    });
 }
 
 /// `out (B, T, H, hd)` from `x (B, H, T, hd)`: the inverse of [`split_heads`].
 pub fn merge_heads(out: &mut [f32], x: &[f32], seq_len: usize, heads: usize, head_dim: usize) {
     let width = heads * head_dim;
-    for (b, out_b) in out.chunks_exact_mut(seq_len * width).enumerate() {
-        let x_b = &x[b * seq_len * width..][..seq_len * width];
-        for (t, o) in out_b.chunks_exact_mut(width).enumerate() {
-            for (h, o) in o.chunks_exact_mut(head_dim).enumerate() {
-                o.copy_from_slice(&x_b[(h * seq_len + t) * head_dim..][..head_dim]);
+    // One task per sequence.
+    let sequence = seq_len * width;
+    for_each_block(
+        (out, sequence.max(1)),
+        sequence * ELEMENT_COST,
+        |b, out_b| {
+            let x_b = &x[b * sequence..][..sequence];
+            for (t, o) in out_b.chunks_exact_mut(width).enumerate() {
+                for (h, o) in o.chunks_exact_mut(head_dim).enumerate() {
+                    o.copy_from_slice(&x_b[(h * seq_len + t) * head_dim..][..head_dim]);
+                }
             }
-        }
-    }
+        },
+    );
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -667,9 +718,12 @@ fn silu(x: f32) -> f32 {
 
 /// `out = x + y * mask`, elementwise (the mask's index is the position in `y`).
 pub fn residual_forward(out: &mut [f32], x: &[f32], y: &[f32], mask: Mask) {
-    for (i, ((o, &x), &y)) in out.iter_mut().zip(x).zip(y).enumerate() {
-        *o = x + y * mask.scale(i);
-    }
+    for_each_values(out, |first, out| {
+        let (x, y) = (&x[first..], &y[first..]);
+        for (i, ((o, &x), &y)) in out.iter_mut().zip(x).zip(y).enumerate() {
+            *o = x + y * mask.scale(first + i);
+        }
+    });
 }
 
 /// `d_y = d_out * mask` (overwritten); the gradient of `x` is `d_out` itself, which the caller
@@ -683,16 +737,49 @@ pub fn dropout_forward(x: &mut [f32], mask: Mask) {
     if mask.is_off() {
         return;
     }
-    for (i, x) in x.iter_mut().enumerate() {
-        *x *= mask.scale(i);
-    }
+    for_each_values(x, |first, x| {
+        for (i, x) in x.iter_mut().enumerate() {
+            *x *= mask.scale(first + i);
+        }
+    });
 }
 
 /// `d_x = d_out * mask` (overwritten).
 pub fn dropout_backward(d_x: &mut [f32], d_out: &[f32], mask: Mask) {
-    for (i, (d, &g)) in d_x.iter_mut().zip(d_out).enumerate() {
-        *d = g * mask.scale(i);
-    }
+    for_each_values(d_x, |first, d_x| {
+        for (i, (d, &g)) in d_x.iter_mut().zip(&d_out[first..]).enumerate() {
+            *d = g * mask.scale(first + i);
+        }
+    });
+}
+
+// ----------------------------------------------------------------------------------------------
+// Work split for the passes over activations above: they are memory-bound, so worth both cores
+// only for large tensors (a few tens of thousands of values), and each value's arithmetic is
+// the same whichever task computes it.
+
+/// Rows per task of a pass over rows.
+const ROWS_PER_TASK: usize = 16;
+/// Values per task of a pass over values.
+const VALUES_PER_TASK: usize = 1 << 12;
+/// What [`for_each_block`] counts for a value: a pass over 16K values is worth threads.
+const ELEMENT_COST: usize = 4;
+
+/// `f(first_row, block)` for blocks of [`ROWS_PER_TASK`] rows of `width` values of `out`.
+fn for_each_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let width = width.max(1);
+    let block = ROWS_PER_TASK * width;
+    for_each_block((out, block), block * ELEMENT_COST, |i, rows| {
+        f(i * ROWS_PER_TASK, rows)
+    });
+}
+
+/// `f(first, block)` for blocks of [`VALUES_PER_TASK`] values of `out`.
+fn for_each_values(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let block = VALUES_PER_TASK;
+    for_each_block((out, block), block * ELEMENT_COST, |i, values| {
+        f(i * block, values)
+    });
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -853,6 +940,99 @@ fn log_sum_exp(row: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use crate::train::Dropout;
+
+    /// The passes over activations split into blocks (and threads) give the bits of plain
+    /// loops over the whole tensors, at sizes of many blocks and a partial last one: no block
+    /// starts at the wrong row, position, head or mask index.
+    #[test]
+    fn blocked_passes_match_plain_loops() {
+        let (batch, seq_len, heads, hd) = (3, 37, 4, 22);
+        let (width, n) = (heads * hd, batch * seq_len);
+        let len = n * width;
+        let value = |i: usize, m: usize| ((i * 31) % m) as f32 * 0.01 - 0.2;
+        let x: Vec<f32> = (0..len).map(|i| value(i, 97)).collect();
+        let y: Vec<f32> = (0..len).map(|i| value(i, 89)).collect();
+        let mask = Dropout::for_step(0.25, 7, 1, 0).mask(3);
+        let weight: Vec<f32> = (0..width).map(|i| 0.5 + value(i, 13)).collect();
+
+        let mut out = vec![0.0; len];
+        residual_forward(&mut out, &x, &y, mask);
+        let want: Vec<f32> = (0..len).map(|i| x[i] + y[i] * mask.scale(i)).collect();
+        assert_eq!(out, want, "residual_forward");
+        dropout_backward(&mut out, &y, mask);
+        let want: Vec<f32> = (0..len).map(|i| y[i] * mask.scale(i)).collect();
+        assert_eq!(out, want, "dropout_backward");
+        out.copy_from_slice(&x);
+        dropout_forward(&mut out, mask);
+        let want: Vec<f32> = (0..len).map(|i| x[i] * mask.scale(i)).collect();
+        assert_eq!(out, want, "dropout_forward");
+
+        let table: Vec<f32> = (0..50 * width).map(|i| value(i, 101)).collect();
+        let tokens: Vec<u16> = (0..n).map(|i| (i * 7 % 50) as u16).collect();
+        embedding_forward(&mut out, &table, &tokens, width);
+        for (t, row) in out.chunks_exact(width).enumerate() {
+            let token = tokens[t] as usize;
+            assert_eq!(row, &table[token * width..][..width], "embedding row {t}");
+        }
+
+        let (mut cos, mut sin) = (vec![0.0; seq_len * hd / 2], vec![0.0; seq_len * hd / 2]);
+        rope_tables(&mut cos, &mut sin, seq_len, hd);
+        out.copy_from_slice(&x);
+        rope_forward(&mut out, &cos, &sin, hd, width);
+        for (i, pair) in out.chunks_exact(2).enumerate() {
+            let (pos, k) = ((2 * i / width) % seq_len, (2 * i % width) % hd / 2);
+            let (c, s, a, b) = (
+                cos[pos * hd / 2 + k],
+                sin[pos * hd / 2 + k],
+                x[2 * i],
+                x[2 * i + 1],
+            );
+            assert_eq!(pair, [a * c - b * s, a * s + b * c], "rope pair {i}");
+        }
+
+        let mut split = vec![0.0; len];
+        split_heads(&mut split, &x, seq_len, heads, hd);
+        merge_heads(&mut out, &split, seq_len, heads, hd);
+        assert_eq!(out, x, "merge_heads after split_heads");
+        for (i, &v) in split.iter().enumerate() {
+            let (bh, t, d) = (i / (seq_len * hd), i / hd % seq_len, i % hd);
+            let (b, h) = (bh / heads, bh % heads);
+            assert_eq!(
+                v,
+                x[(b * seq_len + t) * width + h * hd + d],
+                "split value {i}"
+            );
+        }
+
+        let mut rstd = vec![0.0; n];
+        rmsnorm_forward(&mut out, &mut rstd, &x, &weight);
+        let (mut d_x, mut d_w) = (y.clone(), vec![0.25; width]);
+        rmsnorm_backward(&mut d_x, &mut d_w, &x, &x, &rstd, &weight);
+        let mut want_d_w = vec![0.25f32; width];
+        for t in 0..n {
+            let row = &x[t * width..][..width];
+            let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
+            let r = 1.0 / (mean_sq + NORM_EPS).sqrt();
+            assert_eq!(rstd[t], r, "rstd {t}");
+            let mut dot = 0.0f32;
+            for i in 0..width {
+                dot += row[i] * weight[i] * row[i] * r;
+            }
+            for i in 0..width {
+                let xhat = row[i] * r;
+                assert_eq!(
+                    out[t * width + i],
+                    row[i] * r * weight[i],
+                    "norm ({t}, {i})"
+                );
+                let want =
+                    y[t * width + i] + r * (row[i] * weight[i] - xhat * (dot / width as f32));
+                assert_eq!(d_x[t * width + i], want, "d_x ({t}, {i})");
+                want_d_w[i] += row[i] * xhat;
+            }
+        }
+        assert_eq!(d_w, want_d_w, "d_weight");
+    }
 
     /// Scores and weighted sums of rows for a group of query rows, for every specialised head
     /// width and one that is not, any number of positions and rows in the group: within
