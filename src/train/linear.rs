@@ -205,28 +205,42 @@ impl Layers<'_> {
         );
     }
 
-    /// The classifier's backward pass from its logits: `logits (N, vocab)` become the
-    /// cross-entropy's gradient (`ops::cross_entropy_backward`, `lse` and `scale` as there),
-    /// then [`Layers::backward`] with the classifier's weight and input `x (N, dim)`. In
-    /// bfloat16 the gradient is rounded as it is made and `logits` are left as they were.
+    /// The cross-entropy loss of each row of `logits (N, vocab)` into `losses` (log-sum-exps
+    /// into `lse`), and the gradient of `scale * sum of the losses` for
+    /// [`Layers::classifier_backward`]: in `f32` it replaces `logits`; in bfloat16 it is rounded
+    /// into the output-gradient buffer as it is made and `logits` stay as they were.
     #[allow(clippy::too_many_arguments)]
+    pub(crate) fn loss_and_gradient(
+        &mut self,
+        losses: &mut [f32],
+        lse: &mut [f32],
+        logits: &mut [f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+    ) {
+        let Some(b) = self.bf16.as_deref_mut() else {
+            return ops::cross_entropy_with_gradient(losses, lse, logits, targets, vocab, scale);
+        };
+        let db = &mut b.d_out[..logits.len()];
+        ops::cross_entropy_with_gradient_bf16(losses, lse, db, logits, targets, vocab, scale);
+    }
+
+    /// [`Layers::backward`] of the classifier (input `x (N, dim)`) from the gradient
+    /// [`Layers::loss_and_gradient`] made: `d_logits` in `f32`, the rounded copy in bfloat16.
     pub(crate) fn classifier_backward(
         &mut self,
         d_x: &mut [f32],
         d_weight: &mut [f32],
-        logits: &mut [f32],
-        (lse, targets, scale): (&[f32], &[u16], f32),
+        d_logits: &[f32],
         x: &[f32],
         dim: usize,
         vocab: usize,
     ) {
         let weight = (TensorKind::Classifier, 0);
-        let Some(b) = self.bf16.as_deref_mut() else {
-            ops::cross_entropy_backward(logits, lse, targets, vocab, scale);
-            return self.backward(d_x, d_weight, logits, x, weight, dim, vocab, false);
-        };
-        let db = &mut b.d_out[..logits.len()];
-        ops::cross_entropy_backward_bf16(db, logits, lse, targets, vocab, scale);
+        if self.bf16.is_none() {
+            return self.backward(d_x, d_weight, d_logits, x, weight, dim, vocab, false);
+        }
         self.backward_bf16(d_x, d_weight, x, weight, (dim, vocab), false);
     }
 

@@ -320,9 +320,9 @@ pub fn forward_backward(
             dropout.p
         )));
     }
-    let loss = forward(params, ws, inputs, targets, dropout);
     let scale = loss_scale / inputs.len() as f32;
-    backward(params, grads, ws, inputs, targets, dropout, scale);
+    let loss = forward(params, ws, inputs, targets, dropout, Some(scale));
+    backward(params, grads, ws, inputs, dropout);
     Ok(loss)
 }
 
@@ -332,7 +332,7 @@ pub fn forward_backward(
 /// Errors as [`forward_backward`] does.
 pub fn loss(params: &Params, ws: &mut Workspace, inputs: &[u16], targets: &[u16]) -> Result<f32> {
     check_batch(params, ws, inputs, targets)?;
-    Ok(forward(params, ws, inputs, targets, Dropout::OFF))
+    Ok(forward(params, ws, inputs, targets, Dropout::OFF, None))
 }
 
 fn check_batch(params: &Params, ws: &Workspace, inputs: &[u16], targets: &[u16]) -> Result<()> {
@@ -389,6 +389,7 @@ fn forward(
     inputs: &[u16],
     targets: &[u16],
     dropout: Dropout,
+    gradient_scale: Option<f32>,
 ) -> f32 {
     use TensorKind::*;
     let c = ws.config;
@@ -506,27 +507,38 @@ fn forward(
         dim,
         c.vocab_size,
     );
-    ops::cross_entropy_forward(
-        &mut ws.losses,
-        &mut ws.logits_lse,
-        &ws.logits,
-        targets,
-        c.vocab_size,
-    );
+    // With a gradient to make (training), the loss's gradient is made row by row with the
+    // loss, for the backward pass to start from.
+    match gradient_scale {
+        None => ops::cross_entropy_forward(
+            &mut ws.losses,
+            &mut ws.logits_lse,
+            &ws.logits,
+            targets,
+            c.vocab_size,
+        ),
+        Some(scale) => layers.loss_and_gradient(
+            &mut ws.losses,
+            &mut ws.logits_lse,
+            &mut ws.logits,
+            targets,
+            c.vocab_size,
+            scale,
+        ),
+    }
     let total: f64 = ws.losses.iter().map(|&l| l as f64).sum();
     (total / n as f64) as f32
 }
 
 /// The chain rule back through [`forward`]: adds `scale * d(sum of token losses) / d(params)`
-/// into `grads`. Uses the activations `forward` left in `ws`.
+/// into `grads`, from the loss's gradient `forward` made with that `scale` and the activations
+/// it left in `ws`.
 fn backward(
     params: &Params,
     grads: &mut Params,
     ws: &mut Workspace,
     inputs: &[u16],
-    targets: &[u16],
     dropout: Dropout,
-    scale: f32,
 ) {
     use TensorKind::*;
     let c = ws.config;
@@ -547,13 +559,12 @@ fn backward(
         bf16: ws.bf16.as_mut(),
     };
 
-    // Loss and classifier, then the final norm into d_residual. Forward's logits are
-    // still in `ws.logits` and their log-sum-exps in `ws.logits_lse`.
+    // Classifier, from the loss's gradient the forward pass made, then the final norm into
+    // d_residual.
     layers.classifier_backward(
         &mut ws.d_xn,
         grads.get_mut(Classifier, 0),
-        &mut ws.logits,
-        (&ws.logits_lse, targets, scale),
+        &ws.logits,
         &ws.xn_final,
         dim,
         c.vocab_size,

@@ -802,6 +802,123 @@ pub fn cross_entropy_forward(
     }
 }
 
+/// [`cross_entropy_forward`] and [`cross_entropy_backward`] in one pass over the rows: each
+/// row's gradient is made right after its log-sum-exp, while the row (128 KiB at 32,000
+/// values) is still in L2, instead of reading all `N x V` logits from memory again. The bits
+/// are those of the two functions.
+pub fn cross_entropy_with_gradient(
+    losses: &mut [f32],
+    lse: &mut [f32],
+    logits: &mut [f32],
+    targets: &[u16],
+    vocab: usize,
+    scale: f32,
+) {
+    for_each_loss_rows(
+        logits,
+        vocab,
+        lse,
+        losses,
+        |first_row, rows, lse, losses| {
+            loss_and_gradient_rows(rows, lse, losses, &targets[first_row..], vocab, scale)
+        },
+    );
+}
+
+/// [`cross_entropy_with_gradient`] for products in bfloat16: the gradient goes to `d_logits`
+/// as [`cross_entropy_backward_bf16`] makes it, and `logits` stay as they are.
+pub fn cross_entropy_with_gradient_bf16(
+    losses: &mut [f32],
+    lse: &mut [f32],
+    d_logits: &mut [u16],
+    logits: &[f32],
+    targets: &[u16],
+    vocab: usize,
+    scale: f32,
+) {
+    for_each_loss_rows(
+        d_logits,
+        vocab,
+        lse,
+        losses,
+        |first_row, out, lse, losses| {
+            let logits = &logits[first_row * vocab..][..out.len()];
+            let targets = &targets[first_row..];
+            loss_and_gradient_rows_bf16(out, logits, lse, losses, targets, vocab, scale)
+        },
+    );
+}
+
+/// `f(first_row, rows, lse, losses)` for blocks of rows of `rows` (`width` values each) and
+/// the matching values of `lse` and `losses`, on rayon's threads.
+fn for_each_loss_rows<T: Send>(
+    rows: &mut [T],
+    width: usize,
+    lse: &mut [f32],
+    losses: &mut [f32],
+    f: impl Fn(usize, &mut [T], &mut [f32], &mut [f32]) + Sync,
+) {
+    const ROWS: usize = 8;
+    let width = width.max(1);
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        rows.par_chunks_mut(ROWS * width)
+            .zip(lse.par_chunks_mut(ROWS))
+            .zip(losses.par_chunks_mut(ROWS))
+            .enumerate()
+            .for_each(|(i, ((rows, lse), losses))| f(i * ROWS, rows, lse, losses));
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        let blocks = rows.chunks_mut(ROWS * width).zip(lse.chunks_mut(ROWS));
+        for (i, ((rows, lse), losses)) in blocks.zip(losses.chunks_mut(ROWS)).enumerate() {
+            f(i * ROWS, rows, lse, losses);
+        }
+    }
+}
+
+widest! {
+    /// [`cross_entropy_with_gradient`] for the rows of `rows`, one per value of `lse`, `losses`
+    /// and `targets`.
+    fn loss_and_gradient_rows / loss_and_gradient_rows_body(
+        rows: &mut [f32],
+        lse: &mut [f32],
+        losses: &mut [f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+    ) {
+        let rows = rows.chunks_exact_mut(vocab).zip(lse.iter_mut()).zip(losses.iter_mut());
+        for (r, ((row, lse), loss)) in rows.enumerate() {
+            *lse = log_sum_exp(row);
+            *loss = *lse - row[targets[r] as usize];
+            softmax_gradient_rows_body(row, &[*lse], &targets[r..], vocab, scale, 0);
+        }
+    }
+}
+
+widest! {
+    /// [`cross_entropy_with_gradient_bf16`] for the rows of `out`, one per value of `lse`,
+    /// `losses` and `targets`.
+    fn loss_and_gradient_rows_bf16 / loss_and_gradient_rows_bf16_body(
+        out: &mut [u16],
+        logits: &[f32],
+        lse: &mut [f32],
+        losses: &mut [f32],
+        targets: &[u16],
+        vocab: usize,
+        scale: f32,
+    ) {
+        let rows = out.chunks_exact_mut(vocab).zip(logits.chunks_exact(vocab));
+        for (r, ((out, row), (lse, loss))) in rows.zip(lse.iter_mut().zip(losses)).enumerate() {
+            *lse = log_sum_exp(row);
+            *loss = *lse - row[targets[r] as usize];
+            softmax_gradient_rows_bf16_body(out, row, &[*lse], &targets[r..], vocab, scale, 0);
+        }
+    }
+}
+
 widest! {
     /// The log-sum-exp of the rows of `logits` from `first_row` on, one per value of `lse`.
     fn log_sum_exp_rows / log_sum_exp_rows_body(

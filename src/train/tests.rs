@@ -435,6 +435,43 @@ fn cross_entropy_backward_in_bf16_is_the_rounded_f32_gradient() {
     assert_eq!(grad_bf16, want);
 }
 
+/// The loss and its gradient made in one pass give the bits of the loss pass followed by the
+/// gradient pass, in `f32` and in bfloat16.
+#[test]
+fn loss_with_gradient_is_loss_then_gradient() {
+    let (rows, vocab) = (37, 517);
+    let logits = random(rows * vocab, 4.0, 6);
+    let targets: Vec<u16> = (0..rows).map(|i| (i * 89 % vocab) as u16).collect();
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    ops::cross_entropy_forward(&mut losses, &mut lse, &logits, &targets, vocab);
+    let mut grad = logits.clone();
+    ops::cross_entropy_backward(&mut grad, &lse, &targets, vocab, 0.3);
+    let mut grad_bf16 = vec![0u16; rows * vocab];
+    ops::cross_entropy_backward_bf16(&mut grad_bf16, &logits, &lse, &targets, vocab, 0.3);
+
+    let (mut losses_1, mut lse_1, mut grad_1) = (vec![0.0; rows], vec![0.0; rows], logits.clone());
+    ops::cross_entropy_with_gradient(&mut losses_1, &mut lse_1, &mut grad_1, &targets, vocab, 0.3);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&losses_1), bits(&losses));
+    assert_eq!(bits(&lse_1), bits(&lse));
+    assert_eq!(bits(&grad_1), bits(&grad));
+
+    let (mut losses_2, mut lse_2) = (vec![0.0; rows], vec![0.0; rows]);
+    let mut grad_bf16_2 = vec![0u16; rows * vocab];
+    ops::cross_entropy_with_gradient_bf16(
+        &mut losses_2,
+        &mut lse_2,
+        &mut grad_bf16_2,
+        &logits,
+        &targets,
+        vocab,
+        0.3,
+    );
+    assert_eq!(bits(&losses_2), bits(&losses));
+    assert_eq!(bits(&lse_2), bits(&lse));
+    assert_eq!(grad_bf16_2, grad_bf16);
+}
+
 fn tiny_config(shared: bool) -> Config {
     Config {
         dim: 16,
